@@ -1,0 +1,1 @@
+"""Benchmarks. Each runs with one command and writes its figures to docs/benchmarks.md."""

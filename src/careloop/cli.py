@@ -1,0 +1,299 @@
+"""The `careloop` command: a thin adapter from the shell to ingest, the store and the server.
+
+Exit codes: 0 success, 1 some input was rejected (nothing of it written), 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from careloop.config import ConfigError, Settings, load_settings
+from careloop.ingest import IngestOptions, Ingestor, IngestReport
+from careloop.store.crypto import KeyMaterialError, MasterKey, write_key_file
+from careloop.store.repository import ResourceStore, StoreError
+
+stdout = Console()
+stderr = Console(stderr=True)
+DEMO_KEY_NAME = "demo-master.key"
+
+
+def fail(message: str, code: int = 2) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def open_store(settings: Settings, master_key: MasterKey | None = None) -> ResourceStore:
+    try:
+        return ResourceStore.open(settings.database_url, master_key or settings.master_key())
+    except (ConfigError, StoreError) as exc:
+        fail(str(exc))
+    except Exception as exc:  # a driver error may quote the URL: show only its kind
+        fail(f"cannot open the store at {settings.redacted_database_url}: {type(exc).__name__}")
+    raise AssertionError("unreachable")
+
+
+def current_settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="careloop")
+def main() -> None:
+    """careloop: personal risk and next-best actions from FHIR data, next to the EHR."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(0, 64), help="Validation processes (0: inline).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
+def ingest(paths: tuple[Path, ...], workers: int | None, as_json: bool, no_progress: bool) -> None:
+    """Load FHIR Bundles and NDJSON (files, directories, .gz, .tar.gz, .zip) into the store.
+
+    Each bundle and each NDJSON file is loaded atomically: one bad entry rejects it whole.
+    """
+    settings = current_settings()
+    store = open_store(settings)
+    options = IngestOptions()
+    chosen = workers if workers is not None else settings.ingest_workers
+    if chosen is not None:
+        options = IngestOptions(workers=chosen)
+    report = run_ingest(Ingestor(store, options), list(paths), show_progress=not no_progress)
+    store.close()
+    if as_json:
+        stdout.print_json(orjson.dumps(report.as_dict()).decode())
+    else:
+        print_report(report)
+    sys.exit(0 if report.ok else 1)
+
+
+def run_ingest(ingestor: Ingestor, paths: list[Path], show_progress: bool) -> IngestReport:
+    if not show_progress or not stderr.is_terminal:
+        return ingestor.ingest_paths(paths)
+    columns = (
+        TextColumn("ingest"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[resources]:,} resources"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        return ingestor.ingest_paths(paths, progress=_ProgressBar(progress))
+
+
+class _ProgressBar:
+    """Shows bytes read against the planned size, and resources written so far."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = progress.add_task("ingest", total=None, resources=0)
+        self._resources = 0
+
+    def planned(self, total_bytes: int) -> None:
+        self._progress.update(self._task, total=total_bytes or None)
+
+    def advanced(self, nbytes: int, resources: int) -> None:
+        self._resources += resources
+        self._progress.update(self._task, advance=nbytes, resources=self._resources)
+
+
+def print_report(report: IngestReport) -> None:
+    table = Table(title="Ingest summary", show_footer=True)
+    table.add_column("resource type", footer="total")
+    totals = [sum(report.created.values()), sum(report.updated.values())]
+    totals.append(sum(report.unchanged.values()))
+    for name, total in zip(("created", "updated", "unchanged"), totals, strict=True):
+        table.add_column(name, justify="right", footer=f"{total:,}")
+    for resource_type, counts in report.by_type().items():
+        table.add_row(
+            resource_type, *(f"{counts[k]:,}" for k in ("created", "updated", "unchanged"))
+        )
+    stdout.print(table)
+    stdout.print(
+        f"{report.units_loaded:,} units loaded, {len(report.rejected):,} rejected, "
+        f"{len(report.skipped):,} files skipped; {report.resources:,} resources in "
+        f"{report.seconds:.1f} s ({report.resources_per_second:,.0f} resources/s)",
+        highlight=False,
+    )
+    for problem in report.rejected:
+        stderr.print(f"[red]rejected:[/] {problem}", highlight=False)
+    if report.warning_count:
+        stderr.print(f"{report.warning_count:,} codes look malformed (kept as coded), e.g.:")
+        for warning in report.warnings[:5]:
+            stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def serve(host: str, port: int) -> None:
+    """Run the API server (FHIR REST; CDS Hooks arrive in later releases)."""
+    settings = current_settings()
+    serve_store(open_store(settings), host, port)
+
+
+def serve_store(store: ResourceStore, host: str, port: int) -> None:
+    import uvicorn
+
+    from careloop.web.app import create_app
+
+    uvicorn.run(create_app(store), host=host, port=port, log_level="info", access_log=False)
+
+
+@main.command()
+@click.option("--patients", default=50, show_default=True, type=click.IntRange(0, 100_000))
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--seed", default=7, show_default=True, type=int)
+def synth(patients: int, out: Path, seed: int) -> None:
+    """Write a synthetic demo population (labelled synthetic) as Bulk Data NDJSON."""
+    from careloop.synth import write_population
+
+    counts = write_population(out, patients, seed=seed)
+    total = sum(counts.values())
+    stdout.print(f"wrote {total:,} synthetic resources for {patients} patients to {out}")
+    for resource_type, count in sorted(counts.items()):
+        stdout.print(f"  {resource_type:<20} {count:>8,}", highlight=False)
+
+
+@main.command()
+@click.option("--patients", default=40, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-serve", is_flag=True, help="Set up and load, then exit.")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path, ...]) -> None:
+    """Create the embedded store, load data (the synthetic population by default), serve it."""
+    settings = current_settings()
+    master_key = demo_master_key(settings)
+    store = open_store(settings, master_key)
+    if not paths:
+        from careloop.synth import write_population
+
+        population_dir = settings.home / "demo-population"
+        write_population(population_dir, patients)
+        paths = (population_dir,)
+    report = run_ingest(Ingestor(store, IngestOptions()), list(paths), show_progress=True)
+    print_report(report)
+    if not report.ok:
+        fail("the demo data did not load cleanly", code=1)
+    print_demo_tour(store, settings, host, port)
+    if not no_serve:
+        serve_store(store, host, port)
+    store.close()
+
+
+def demo_master_key(settings: Settings) -> MasterKey:
+    """The configured master key, or a demo key file made once under the careloop home."""
+    if settings.master_key_inline or settings.master_key_file:
+        try:
+            return settings.master_key()
+        except ConfigError as exc:
+            fail(str(exc))
+    key_path = settings.home / DEMO_KEY_NAME
+    try:
+        if key_path.exists():
+            return MasterKey.from_file(key_path)
+        stderr.print(f"demo mode: created master key {key_path} (owner-only); not for real data")
+        return write_key_file(key_path)
+    except KeyMaterialError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def print_demo_tour(store: ResourceStore, settings: Settings, host: str, port: int) -> None:
+    base = f"http://{host}:{port}"
+    patients = store.search("Patient", count=1)
+    example = patients.resources[0].body["id"] if patients.resources else "<id>"
+    stdout.print(f"\nstore: {settings.redacted_database_url}", highlight=False)
+    stdout.print("open:", highlight=False)
+    for path in (
+        "/docs",
+        "/fhir/metadata",
+        "/fhir/Patient?_count=10",
+        f"/fhir/Observation?patient={example}&code=http://loinc.org|8867-4&_count=24",
+        f"/fhir/Patient/{example}",
+    ):
+        stdout.print(f"  {base}{path}", highlight=False, soft_wrap=True)
+
+
+@main.group()
+def keys() -> None:
+    """Master key management (envelope encryption at rest)."""
+
+
+@keys.command("generate")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def keys_generate(path: Path) -> None:
+    """Write a new random 256-bit master key to PATH (mode 0600; never overwrites)."""
+    try:
+        key = write_key_file(path)
+    except FileExistsError:
+        fail(f"{path} already exists; refusing to overwrite a key")
+    stdout.print(f"wrote master key {key.key_id} to {path}", highlight=False)
+
+
+@keys.command("rotate")
+@click.option("--new-key-file", required=True, type=click.Path(path_type=Path, dir_okay=False))
+def keys_rotate(new_key_file: Path) -> None:
+    """Re-wrap every data key under the key in NEW_KEY_FILE; the data is not re-encrypted."""
+    settings = current_settings()
+    try:
+        new_key = MasterKey.from_file(new_key_file)
+    except KeyMaterialError as exc:
+        fail(str(exc))
+    store = open_store(settings)
+    try:
+        count = store.rotate_master_key(new_key)
+    except StoreError as exc:
+        fail(str(exc))
+    store.close()
+    stdout.print(
+        f"re-wrapped {count} data keys under master key {new_key.key_id}. Point "
+        f"CARELOOP_MASTER_KEY_FILE at {new_key_file} now; keep the old key until backups "
+        "made before this rotation have expired.",
+        highlight=False,
+    )
+
+
+@keys.command("status")
+def keys_status() -> None:
+    """How many data keys each master key wraps."""
+    store = open_store(current_settings())
+    for key_id, count in sorted(store.master_key_ids().items()):
+        stdout.print(f"master key {key_id}: {count} data keys", highlight=False)
+    store.close()
+
+
+@main.command()
+@click.argument("patient_id")
+def timeline(patient_id: str) -> None:
+    """Print a patient's timeline summary (what features and rules will read)."""
+    from careloop.timeline import build_timeline
+
+    store = open_store(current_settings())
+    resources = list(store.patient_resources(patient_id))
+    store.close()
+    if not resources:
+        fail(f"no patient {patient_id} in the store", code=1)
+    patient_timeline = build_timeline(patient_id, resources)
+    codes = sorted(patient_timeline.codes_observed())
+    stdout.print(
+        f"patient {patient_id}: {len(resources)} resources; "
+        f"{len(patient_timeline.active_conditions())} active conditions, "
+        f"{len(patient_timeline.active_medications())} active medications, "
+        f"{len(patient_timeline.active_allergies())} active allergies, "
+        f"{len(patient_timeline.encounters())} encounters, {len(codes)} observation codes",
+        highlight=False,
+    )

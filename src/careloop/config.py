@@ -1,0 +1,110 @@
+"""Configuration from the environment, or from a TOML file named by CARELOOP_CONFIG.
+
+Environment variables win over the file. Secrets (the master key) are read from a key file or
+the environment and never written anywhere else; see the README for every setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from careloop.store.crypto import KeyMaterialError, MasterKey
+
+DEFAULT_HOME = Path(".careloop")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the setting, never a secret."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    master_key_file: Path | None
+    master_key_inline: str | None  # CARELOOP_MASTER_KEY; kept out of repr below
+    ingest_workers: int | None
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(home={self.home!s}, database_url={_redact_url(self.database_url)}, "
+            f"master_key_file={self.master_key_file}, "
+            f"master_key_inline={'set' if self.master_key_inline else 'unset'})"
+        )
+
+    def master_key(self) -> MasterKey:
+        try:
+            if self.master_key_inline:
+                return MasterKey.from_text(self.master_key_inline, origin="CARELOOP_MASTER_KEY")
+            if self.master_key_file is not None:
+                return MasterKey.from_file(self.master_key_file)
+        except KeyMaterialError as exc:
+            raise ConfigError(str(exc)) from exc
+        raise ConfigError(
+            "no master key: set CARELOOP_MASTER_KEY_FILE to a key file (create one with "
+            "`careloop keys generate PATH`) or CARELOOP_MASTER_KEY to a base64 256-bit key"
+        )
+
+    @property
+    def redacted_database_url(self) -> str:
+        return _redact_url(self.database_url)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    file_values = _read_config_file(env.get("CARELOOP_CONFIG"))
+
+    def setting(name: str) -> str | None:
+        return env.get(f"CARELOOP_{name.upper()}") or _as_text(file_values.get(name))
+
+    home = Path(setting("home") or DEFAULT_HOME)
+    key_file = setting("master_key_file")
+    workers = setting("ingest_workers")
+    return Settings(
+        home=home,
+        database_url=setting("database_url") or f"sqlite:///{home / 'careloop.db'}",
+        master_key_file=Path(key_file) if key_file else None,
+        master_key_inline=env.get("CARELOOP_MASTER_KEY"),  # never from the file: keep it out
+        ingest_workers=_as_int("ingest_workers", workers) if workers else None,
+    )
+
+
+def _read_config_file(path: str | None) -> dict[str, object]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read CARELOOP_CONFIG file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"CARELOOP_CONFIG file {path} is not valid TOML: {exc}") from exc
+    if "master_key" in values:
+        raise ConfigError(f"{path} holds master_key: keep keys in a key file, not in config")
+    section = values.get("careloop", values)
+    return section if isinstance(section, dict) else {}
+
+
+def _as_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _as_int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from exc
+
+
+def _redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to print."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparseable URL is reported by the store; never echo it whole
+        return "<unparseable database URL>"

@@ -1,0 +1,84 @@
+"""Structural validation of each resource against FHIR R4 (fhir.resources' R4B models).
+
+R4B differs from R4 only in a handful of resources careloop does not ingest, and fhir.resources
+ships no R4 package of its pydantic v2 generation; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from careloop.fhir.terminology import binding_errors, coding_errors
+
+MAX_ERRORS_PER_RESOURCE = 5
+
+
+@cache
+def _model_for(resource_type: str) -> type | None:
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
+
+
+def structural_errors(resource: object, check_schema: bool = True) -> list[tuple[str, str]]:
+    """(field path, message) pairs; empty when the resource is valid.
+
+    With `check_schema` off only the resourceType is checked, so measurements can show what
+    validation costs; what the store itself needs (parseable dates) is checked when the record is
+    made.
+    """
+    if not isinstance(resource, dict):
+        return [("", f"expected a JSON object, got {type(resource).__name__}")]
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        return [("resourceType", "missing resourceType")]
+    model = _model_for(resource_type)
+    if model is None or resource_type == "Bundle":
+        return [
+            ("resourceType", f"{resource_type!r} is not a FHIR R4 resource type careloop stores")
+        ]
+    errors: list[tuple[str, str]] = []
+    if check_schema:
+        try:
+            model.model_validate(resource)
+        except ValidationError as exc:
+            errors.extend(_describe(resource_type, exc))
+        except (TypeError, ValueError) as exc:  # fhir.resources raises plain errors for some shapes
+            errors.append((resource_type, _first_line(str(exc))))
+        if not errors:
+            errors.extend(binding_errors(resource))
+    return errors
+
+
+def terminology_warnings(resource: dict) -> list[tuple[str, str]]:
+    """Malformed LOINC, SNOMED CT, ICD-10 or RxNorm codes: reported, not rejected.
+
+    Real feeds carry such codings (Synthea files a LOINC code under SNOMED CT); the resource is
+    still structurally valid, so it is kept as coded and the report says where the code is wrong.
+    """
+    return coding_errors(resource)
+
+
+def _describe(resource_type: str, exc: ValidationError) -> list[tuple[str, str]]:
+    described = []
+    for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS_PER_RESOURCE]:
+        described.append((_fhir_path(resource_type, error["loc"]), _first_line(error["msg"])))
+    return described
+
+
+def _fhir_path(resource_type: str, location: tuple) -> str:
+    path = resource_type
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("__root__",):
+            path += f".{part}"
+    return path
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0][:300] if message.strip() else "invalid"

@@ -1,0 +1,654 @@
+"""The resource store: versioned, encrypted FHIR resources with blind-index search.
+
+Writes happen inside a `StoreTransaction`, so a caller decides what is atomic (a bundle, an NDJSON
+file) and a failure or a killed process leaves the store as it was before that unit. Writing the
+same content again is a no-op; changed content becomes a new version, and only the current version
+is searchable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+
+from careloop.store.crypto import (
+    BlindIndex,
+    KeyMaterialError,
+    MasterKey,
+    Sealer,
+    new_data_key,
+    unwrap_key,
+    wrap_key,
+)
+from careloop.store.records import ResourceRecord, record_of
+from careloop.store.schema import data_keys, resources, search_tokens, store_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+ENCRYPTION_SETTING = "encryption"
+AES_GCM = "aes-256-gcm"
+PLAINTEXT = "off"  # only for measuring what encryption costs; never a deployment setting
+INDEX_KEY_OWNER = "__blind_index__"
+SHARED_KEY_OWNER = "__shared__"
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message is safe to show (no PHI, no secrets)."""
+
+
+class WriteOutcome(Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    outcome: WriteOutcome
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    resource_type: str
+    version: int
+    last_updated: datetime
+    body: dict
+
+
+@dataclass(frozen=True, slots=True)
+class DateBound:
+    """One `date=` search condition: prefix eq, ne, lt, le, gt, ge, sa, eb, ap over [start, end]."""
+
+    prefix: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    total: int
+    resources: list[StoredResource]
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine tuned for ingest: SQLite in WAL mode; PostgreSQL through psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    # WAL keeps readers working during an ingest and makes a commit one sequential append.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class ResourceStore:
+    """FHIR resources at rest. Construct with `ResourceStore.open(url, master_key)`."""
+
+    def __init__(self, engine: Engine, master_key: MasterKey | None, encrypt: bool = True) -> None:
+        if encrypt and master_key is None:
+            raise StoreError("an encrypted store needs a master key")
+        self.engine = engine
+        self._master = master_key
+        self._encrypt = encrypt
+        self._sealers: dict[str, Sealer] = {}  # data key id -> sealer
+        self._patient_key_ids: dict[str, str] = {}  # patient hash -> data key id
+        self._blind = BlindIndex(self._load_or_create_index_key())
+
+    @classmethod
+    def open(cls, url: str, master_key: MasterKey | None, encrypt: bool = True) -> ResourceStore:
+        engine = create_store_engine(url)
+        migrate(engine)
+        store = cls(engine, master_key, encrypt)
+        store._check_encryption_setting()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- hashing -----------------------------------------------------------------------------
+
+    def id_hash(self, resource_type: str, resource_id: str) -> str:
+        return self._blind.digest("id", resource_type, resource_id)
+
+    def patient_hash(self, patient_id: str) -> str:
+        return self._blind.digest("patient", patient_id)
+
+    def token_hash(self, param: str, value: str) -> str:
+        return self._blind.digest("token", param, value)
+
+    def content_hash(self, fingerprint: bytes) -> str:
+        return self._blind.digest_bytes("content", fingerprint)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def begin(self) -> StoreTransaction:
+        """Open one atomic unit of writes; the caller must commit or roll it back."""
+        return StoreTransaction(self, self.engine.connect())
+
+    @contextmanager
+    def transaction(self) -> Iterator[StoreTransaction]:
+        """One atomic unit of writes: everything in it commits together or not at all."""
+        tx = self.begin()
+        try:
+            yield tx
+        except BaseException:
+            tx.rollback()
+            raise
+        tx.commit()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(*_BODY_COLUMNS).where(
+                    resources.c.resource_type == resource_type,
+                    resources.c.id_hash == self.id_hash(resource_type, resource_id),
+                    resources.c.is_current.is_(True),
+                )
+            ).first()
+            return self._decode(connection, row) if row else None
+
+    def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*_BODY_COLUMNS)
+                .where(
+                    resources.c.resource_type == resource_type,
+                    resources.c.id_hash == self.id_hash(resource_type, resource_id),
+                )
+                .order_by(resources.c.version.desc())
+            ).all()
+            return [self._decode(connection, row) for row in rows]
+
+    def search(
+        self,
+        resource_type: str,
+        *,
+        patient_id: str | None = None,
+        codes: Sequence[str] = (),
+        dates: Sequence[DateBound] = (),
+        count: int = 50,
+        offset: int = 0,
+    ) -> SearchPage:
+        """Current resources of one type matching every given condition (codes are OR-ed)."""
+        conditions = [resources.c.resource_type == resource_type, resources.c.is_current.is_(True)]
+        if patient_id is not None:
+            conditions.append(resources.c.patient_hash == self.patient_hash(patient_id))
+        if codes:
+            hashes = [self.token_hash("code", code) for code in codes]
+            conditions.append(
+                exists().where(
+                    search_tokens.c.resource_pk == resources.c.pk,
+                    search_tokens.c.param == "code",
+                    search_tokens.c.value_hash.in_(hashes),
+                )
+            )
+        conditions.extend(_date_condition(bound) for bound in dates)
+        where = and_(*conditions)
+        with self.engine.connect() as connection:
+            total = connection.execute(select(func.count()).select_from(resources).where(where))
+            rows = connection.execute(
+                select(*_BODY_COLUMNS)
+                .where(where)
+                .order_by(resources.c.date_start, resources.c.pk)
+                .limit(count)
+                .offset(offset)
+            ).all()
+            return SearchPage(
+                total=int(total.scalar_one()),
+                resources=[self._decode(connection, row) for row in rows],
+            )
+
+    def patient_resources(
+        self, patient_id: str, resource_types: Sequence[str] = ()
+    ) -> Iterator[dict]:
+        """Every current resource in one patient's compartment (the patient included)."""
+        conditions = [
+            resources.c.patient_hash == self.patient_hash(patient_id),
+            resources.c.is_current.is_(True),
+        ]
+        if resource_types:
+            conditions.append(resources.c.resource_type.in_(list(resource_types)))
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(*_BODY_COLUMNS).where(*conditions).order_by(resources.c.date_start)
+            ).all()
+            for row in rows:
+                yield self._decode(connection, row).body
+
+    def counts_by_type(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(resources.c.resource_type, func.count())
+                .where(resources.c.is_current.is_(True))
+                .group_by(resources.c.resource_type)
+            ).all()
+        return {resource_type: int(n) for resource_type, n in rows}
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def rotate_master_key(self, new_master: MasterKey) -> int:
+        """Re-wrap every data key under `new_master`; the data itself is not touched."""
+        if not self._encrypt or self._master is None:
+            raise StoreError("this store is not encrypted; there is no master key to rotate")
+        old_master = self._master
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                select(
+                    data_keys.c.key_id, data_keys.c.wrapped_key, data_keys.c.master_key_id
+                ).where(data_keys.c.wrapped_key.is_not(None))
+            ).all()
+            for key_id, wrapped, master_key_id in rows:
+                if master_key_id == new_master.key_id:
+                    continue  # already rotated by an earlier, interrupted run
+                if master_key_id != old_master.key_id:
+                    raise StoreError(
+                        f"data key {key_id} is wrapped by master key {master_key_id}, "
+                        f"not by the configured master key {old_master.key_id}"
+                    )
+                data_key = unwrap_key(old_master, wrapped, key_id)
+                connection.execute(
+                    update(data_keys)
+                    .where(data_keys.c.key_id == key_id)
+                    .values(
+                        wrapped_key=wrap_key(new_master, data_key, key_id),
+                        master_key_id=new_master.key_id,
+                    )
+                )
+        self._master = new_master
+        return len(rows)
+
+    def master_key_ids(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(data_keys.c.master_key_id, func.count()).group_by(data_keys.c.master_key_id)
+            ).all()
+        return {key_id: int(n) for key_id, n in rows}
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_encryption_setting(self) -> None:
+        wanted = AES_GCM if self._encrypt else PLAINTEXT
+        with self.engine.begin() as connection:
+            current = connection.execute(
+                select(store_settings.c.value).where(store_settings.c.name == ENCRYPTION_SETTING)
+            ).scalar_one_or_none()
+            if current is None:
+                connection.execute(
+                    insert(store_settings).values(name=ENCRYPTION_SETTING, value=wanted)
+                )
+            elif current != wanted:
+                raise StoreError(f"this store was created with encryption={current}, not {wanted}")
+
+    def _load_or_create_index_key(self) -> bytes:
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(
+                    data_keys.c.key_id, data_keys.c.wrapped_key, data_keys.c.master_key_id
+                ).where(data_keys.c.owner_hash == INDEX_KEY_OWNER)
+            ).first()
+            if row is not None:
+                return self._unwrap(row.key_id, row.wrapped_key, row.master_key_id)
+            key = new_data_key()
+            key_id = secrets.token_hex(16)
+            connection.execute(
+                insert(data_keys).values(self._key_row(key_id, "index", key, INDEX_KEY_OWNER))
+            )
+            return key
+
+    def _key_row(self, key_id: str, purpose: str, key: bytes, owner: str | None = None) -> dict:
+        if self._encrypt:
+            assert self._master is not None
+            wrapped, master_id = wrap_key(self._master, key, key_id), self._master.key_id
+        else:
+            wrapped, master_id = key, PLAINTEXT
+        return {
+            "key_id": key_id,
+            "purpose": purpose,
+            "owner_hash": owner,
+            "wrapped_key": wrapped,
+            "master_key_id": master_id,
+            "created_at": datetime.now(UTC),
+        }
+
+    def _unwrap(self, key_id: str, wrapped: bytes | None, master_key_id: str) -> bytes:
+        if wrapped is None:
+            raise StoreError(f"data key {key_id} has been destroyed")
+        if master_key_id == PLAINTEXT:
+            return wrapped
+        if self._master is None:
+            raise StoreError("the store is encrypted and no master key is configured")
+        if master_key_id != self._master.key_id:
+            raise StoreError(
+                f"data key {key_id} is wrapped by master key {master_key_id}; the configured "
+                f"master key is {self._master.key_id}"
+            )
+        try:
+            return unwrap_key(self._master, wrapped, key_id)
+        except KeyMaterialError as exc:
+            raise StoreError(str(exc)) from exc
+
+    def sealer_for_key_id(self, connection: Connection, key_id: str) -> Sealer:
+        sealer = self._sealers.get(key_id)
+        if sealer is None:
+            row = connection.execute(
+                select(data_keys.c.wrapped_key, data_keys.c.master_key_id).where(
+                    data_keys.c.key_id == key_id
+                )
+            ).first()
+            if row is None:
+                raise StoreError(f"data key {key_id} is missing")
+            sealer = Sealer(self._unwrap(key_id, row.wrapped_key, row.master_key_id))
+            self._sealers[key_id] = sealer
+        return sealer
+
+    def _decode(self, connection: Connection, row) -> StoredResource:  # type: ignore[no-untyped-def]
+        body = row.body
+        if row.data_key_id is not None:
+            sealer = self.sealer_for_key_id(connection, row.data_key_id)
+            body = sealer.open(body, _row_binding(row.resource_type, row.id_hash, row.version))
+        last_updated = _as_utc(row.last_updated)
+        resource = orjson.loads(zlib.decompress(body))
+        resource["meta"] = {
+            **resource.get("meta", {}),
+            "versionId": str(row.version),
+            "lastUpdated": last_updated.isoformat().replace("+00:00", "Z"),
+        }
+        return StoredResource(
+            resource_type=row.resource_type,
+            version=row.version,
+            last_updated=last_updated,
+            body=resource,
+        )
+
+
+_BODY_COLUMNS = (
+    resources.c.resource_type,
+    resources.c.id_hash,
+    resources.c.version,
+    resources.c.data_key_id,
+    resources.c.body,
+    resources.c.last_updated,
+)
+
+
+class StoreTransaction:
+    """Writes and the look-ups ingest needs, on one open database transaction."""
+
+    def __init__(self, store: ResourceStore, connection: Connection) -> None:
+        self._store = store
+        self._connection = connection
+        self._transaction = connection.begin()
+        self._new_key_ids: list[tuple[str, str]] = []  # (key owner, key id)
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        self._connection.close()
+
+    def rollback(self) -> None:
+        """Undo every write of this transaction, and forget the keys it had created."""
+        try:
+            if self._transaction.is_active:
+                self._transaction.rollback()
+        finally:
+            self._connection.close()
+            for owner, key_id in self._new_key_ids:
+                self._store._sealers.pop(key_id, None)
+                self._store._patient_key_ids.pop(owner, None)
+
+    def existing_ids(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of the (type, id) pairs exist as current resources."""
+        wanted = {self._store.id_hash(t, i): (t, i) for t, i in refs}
+        found: set[tuple[str, str]] = set()
+        hashes = list(wanted)
+        for start in range(0, len(hashes), 500):
+            rows = self._connection.execute(
+                select(resources.c.resource_type, resources.c.id_hash).where(
+                    resources.c.id_hash.in_(hashes[start : start + 500]),
+                    resources.c.is_current.is_(True),
+                )
+            )
+            for resource_type, id_hash in rows:
+                ref = wanted[id_hash]
+                if ref[0] == resource_type:
+                    found.add(ref)
+        return found
+
+    def find_by_identifier(self, resource_type: str, identifier_token: str) -> list[str]:
+        """Ids of current resources of a type with this `system|value` identifier."""
+        rows = self._connection.execute(
+            select(*_BODY_COLUMNS)
+            .join(search_tokens, search_tokens.c.resource_pk == resources.c.pk)
+            .where(
+                resources.c.resource_type == resource_type,
+                resources.c.is_current.is_(True),
+                search_tokens.c.param == "identifier",
+                search_tokens.c.value_hash
+                == self._store.token_hash("identifier", identifier_token),
+            )
+        ).all()
+        return [self._store._decode(self._connection, row).body["id"] for row in rows]
+
+    def put_many(
+        self, records: Sequence[ResourceRecord], now: datetime | None = None
+    ) -> list[WriteResult]:
+        """Write records; content identical to the current version is not written again."""
+        store = self._store
+        now = now or datetime.now(UTC)
+        keyed = [(store.id_hash(r.resource_type, r.resource_id), r) for r in records]
+        current = self._current_versions([h for h, _ in keyed])
+        outcomes: list[WriteResult] = []
+        replaced_pks: list[int] = []
+        new_rows: list[dict] = []
+        token_lists: list[list[tuple[str, str]]] = []
+        for id_hash, record in keyed:
+            content_hash = store.content_hash(record.fingerprint)
+            previous = current.get((record.resource_type, id_hash))
+            if previous is not None and previous[2] == content_hash:
+                outcomes.append(WriteResult(WriteOutcome.UNCHANGED, previous[1]))
+                continue
+            if previous is not None and previous[0] < 0:
+                raise StoreError(f"{record.resource_type} appears twice in one write")
+            version = 1 if previous is None else previous[1] + 1
+            if previous is not None:
+                replaced_pks.append(previous[0])
+            current[(record.resource_type, id_hash)] = (-1, version, content_hash)
+            new_rows.append(self._row_for(record, id_hash, version, content_hash, now))
+            token_lists.append([(p, store.token_hash(p, v)) for p, v in record.tokens])
+            outcome = WriteOutcome.CREATED if previous is None else WriteOutcome.UPDATED
+            outcomes.append(WriteResult(outcome, version))
+        self._retire(replaced_pks)
+        self._insert(new_rows, token_lists)
+        return outcomes
+
+    def put_resources(self, resources_: Sequence[dict]) -> list[WriteResult]:
+        return self.put_many([record_of(resource) for resource in resources_])
+
+    def _current_versions(
+        self, id_hashes: list[str]
+    ) -> dict[tuple[str, str], tuple[int, int, str]]:
+        found: dict[tuple[str, str], tuple[int, int, str]] = {}
+        unique = list(dict.fromkeys(id_hashes))
+        for start in range(0, len(unique), 500):
+            rows = self._connection.execute(
+                select(
+                    resources.c.resource_type,
+                    resources.c.id_hash,
+                    resources.c.pk,
+                    resources.c.version,
+                    resources.c.content_hash,
+                ).where(
+                    resources.c.id_hash.in_(unique[start : start + 500]),
+                    resources.c.is_current.is_(True),
+                )
+            )
+            for resource_type, id_hash, pk, version, content_hash in rows:
+                found[(resource_type, id_hash)] = (pk, version, content_hash)
+        return found
+
+    def _row_for(
+        self, record: ResourceRecord, id_hash: str, version: int, content_hash: str, now: datetime
+    ) -> dict:
+        store = self._store
+        patient_hash = store.patient_hash(record.patient_id) if record.patient_id else None
+        body = record.compressed_body
+        data_key_id = None
+        if store._encrypt:
+            data_key_id = self._data_key_id(patient_hash)
+            sealer = store.sealer_for_key_id(self._connection, data_key_id)
+            body = sealer.seal(body, _row_binding(record.resource_type, id_hash, version))
+        return {
+            "resource_type": record.resource_type,
+            "id_hash": id_hash,
+            "version": version,
+            "is_current": True,
+            "patient_hash": patient_hash,
+            "data_key_id": data_key_id,
+            "content_hash": content_hash,
+            "body": body,
+            "last_updated": now,
+            "date_start": record.date_start,
+            "date_end": record.date_end,
+        }
+
+    def _data_key_id(self, patient_hash: str | None) -> str:
+        """The data key of a patient compartment, or the shared key; created on first use."""
+        store = self._store
+        owner = patient_hash or SHARED_KEY_OWNER
+        key_id = store._patient_key_ids.get(owner)
+        if key_id is not None:
+            return key_id
+        key_id = self._connection.execute(
+            select(data_keys.c.key_id).where(data_keys.c.owner_hash == owner)
+        ).scalar_one_or_none()
+        if key_id is None:
+            key = new_data_key()
+            key_id = secrets.token_hex(16)
+            purpose = "patient" if patient_hash else "shared"
+            self._connection.execute(
+                insert(data_keys).values(store._key_row(key_id, purpose, key, owner))
+            )
+            store._sealers[key_id] = Sealer(key)
+            self._new_key_ids.append((owner, key_id))
+        store._patient_key_ids[owner] = key_id
+        return key_id
+
+    def _retire(self, pks: list[int]) -> None:
+        for start in range(0, len(pks), 500):
+            chunk = pks[start : start + 500]
+            self._connection.execute(
+                update(resources).where(resources.c.pk.in_(chunk)).values(is_current=False)
+            )
+            self._connection.execute(
+                search_tokens.delete().where(search_tokens.c.resource_pk.in_(chunk))
+            )
+
+    def _insert(self, rows: list[dict], token_lists: list[list[tuple[str, str]]]) -> None:
+        if not rows:
+            return
+        # A plain executemany is one statement per batch on every backend; RETURNING with
+        # parameter order would fall back to a statement per row on SQLite.
+        self._connection.execute(insert(resources), rows)
+        tokens = []
+        pks = self._new_pks(rows)
+        for row, hashed in zip(rows, token_lists, strict=True):
+            pk = pks[(row["resource_type"], row["id_hash"])]
+            tokens.extend(
+                {"resource_pk": pk, "param": param, "value_hash": value_hash}
+                for param, value_hash in hashed
+            )
+        if tokens:
+            self._connection.execute(insert(search_tokens), tokens)
+
+    def _new_pks(self, rows: list[dict]) -> dict[tuple[str, str], int]:
+        pks: dict[tuple[str, str], int] = {}
+        id_hashes = list({row["id_hash"] for row in rows})
+        for start in range(0, len(id_hashes), 500):
+            found = self._connection.execute(
+                select(resources.c.resource_type, resources.c.id_hash, resources.c.pk).where(
+                    resources.c.id_hash.in_(id_hashes[start : start + 500]),
+                    resources.c.is_current.is_(True),
+                )
+            )
+            for resource_type, id_hash, pk in found:
+                pks[(resource_type, id_hash)] = pk
+        return pks
+
+
+def _row_binding(resource_type: str, id_hash: str, version: int) -> bytes:
+    """Associated data: a ciphertext copied onto another row fails to open."""
+    return f"{resource_type}|{id_hash}|{version}".encode()
+
+
+def _date_condition(bound: DateBound):  # type: ignore[no-untyped-def]
+    start, end = resources.c.date_start, resources.c.date_end
+    match bound.prefix:
+        case "eq":  # the resource's period lies within the search period
+            return and_(start >= bound.start, end <= bound.end)
+        case "ne":
+            return ~and_(start >= bound.start, end <= bound.end)
+        case "lt" | "eb":
+            return start < bound.start
+        case "le":
+            return start <= bound.end
+        case "gt" | "sa":
+            return end > bound.end
+        case "ge":
+            return end >= bound.start
+        case "ap":  # approximately: overlaps the search period
+            return and_(start <= bound.end, end >= bound.start)
+    raise StoreError(f"unknown date prefix {bound.prefix!r}")
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

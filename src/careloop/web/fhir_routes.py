@@ -1,0 +1,317 @@
+"""The FHIR REST routes: a thin adapter from HTTP to the store and the ingestor.
+
+Reads run as plain functions (FastAPI runs them in its thread pool, since the store blocks);
+writes read their body on the event loop and ingest in the pool, one at a time, because the
+Ingestor is not thread-safe and two bundles must not interleave inside one store transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import IO
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from careloop.ingest import IngestOptions, IngestProblem, IngestReport, Ingestor
+from careloop.ingest.documents import entries_of_document, parse_json
+from careloop.store.repository import (
+    ResourceStore,
+    SearchPage,
+    StoredResource,
+    StoreError,
+    WriteResult,
+)
+from careloop.web import openapi_docs as docs
+from careloop.web.body import (
+    FHIR_JSON_TYPES,
+    FORM_TYPES,
+    NDJSON_TYPES,
+    read_limited,
+    require_content_type,
+    spool_limited,
+)
+from careloop.web.bundles import etag, history, paging_links, search_set, write_response
+from careloop.web.capability import capability_statement
+from careloop.web.outcomes import (
+    FhirError,
+    Issue,
+    is_syntax_problem,
+    issue_of_problem,
+    operation_outcome,
+)
+from careloop.web.resource_types import FHIR_ID, R4_RESOURCE_TYPES
+from careloop.web.responses import FhirJSONResponse
+from careloop.web.search_params import SearchParamError, SearchQuery, parse_search
+
+BUNDLE_SOURCE = "Bundle"
+NDJSON_SOURCE = "NDJSON body"
+MAX_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 200
+_TYPE_NAME = re.compile(r"^[A-Za-z]{1,64}$")
+_VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
+
+Written = list[tuple[tuple[str, str], WriteResult]]
+
+
+@dataclass
+class FhirService:
+    """The store and the one ingestor of an app, with the lock that serializes its writes."""
+
+    store: ResourceStore
+    max_body_bytes: int
+    max_ndjson_bytes: int
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ingestor: Ingestor = field(init=False)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        # workers=0: validate in this process; a request is one unit, a pool would only add latency
+        self.ingestor = Ingestor(self.store, IngestOptions(workers=0))
+
+    def write_bundle(self, data: bytes) -> tuple[str, Written]:
+        bundle_type = request_bundle_type(data)
+        with self.write_lock:
+            try:
+                return bundle_type, self.ingestor.ingest_document(data, BUNDLE_SOURCE)
+            except IngestProblem as problem:
+                raise FhirError(422, [issue_of_problem(problem)]) from None
+            except StoreError as exc:
+                raise FhirError.of(500, "processing", f"the store refused the write: {exc}") from None
+
+    def write_ndjson(self, stream: IO[bytes]) -> IngestReport:
+        with self.write_lock:
+            return self.ingestor.ingest_ndjson(stream, NDJSON_SOURCE)  # type: ignore[arg-type]
+
+
+def request_bundle_type(data: bytes) -> str:
+    """The type of a well-formed request Bundle; 400 for anything that is not one."""
+    try:
+        document = parse_json(data, BUNDLE_SOURCE)
+        if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+            raise FhirError.of(
+                400,
+                "structure",
+                "POST /fhir takes a Bundle of type transaction, batch or collection",
+            )
+        entries_of_document(document, BUNDLE_SOURCE)
+    except IngestProblem as problem:
+        raise FhirError(400, [issue_of_problem(problem, "structure")]) from None
+    return str(document["type"])
+
+
+def fhir_base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def check_type(resource_type: str) -> None:
+    if resource_type not in R4_RESOURCE_TYPES:
+        shown = f"{resource_type!r} is" if _TYPE_NAME.match(resource_type) else "the type is"
+        raise FhirError.of(400, "not-supported", f"{shown} not a FHIR R4 resource type name")
+
+
+def check_id(resource_id: str) -> None:
+    if not FHIR_ID.match(resource_id):
+        raise FhirError.of(
+            400, "invalid", "the id is not a FHIR id: 1 to 64 of A-Z a-z 0-9 - and ."
+        )
+
+
+def resource_response(stored: StoredResource) -> FhirJSONResponse:
+    return FhirJSONResponse(
+        stored.body,
+        headers={
+            "ETag": etag(stored.version),
+            "Last-Modified": format_datetime(stored.last_updated.astimezone(UTC), usegmt=True),
+        },
+    )
+
+
+def not_found(resource_type: str, what: str = "resource") -> FhirError:
+    return FhirError.of(404, "not-found", f"no {resource_type} {what} with this id")
+
+
+def ingest_summary(report: IngestReport) -> str:
+    by_type = "; ".join(
+        f"{t}: {n['created']} created, {n['updated']} updated, {n['unchanged']} unchanged"
+        for t, n in report.by_type().items()
+    )
+    return (
+        f"ingested {report.resources} resources in {report.seconds:.3f} s"
+        + (f" ({by_type})" if by_type else "")
+    )
+
+
+def build_router(service: FhirService) -> APIRouter:
+    router = APIRouter(prefix="/fhir", default_response_class=FhirJSONResponse, tags=["FHIR"])
+    type_param = Path(json_schema_extra=docs.RESOURCE_TYPE_SCHEMA)
+    id_param = Path(json_schema_extra=docs.ID_SCHEMA)
+
+    @router.get(
+        "/metadata",
+        summary="CapabilityStatement",
+        response_model=None,
+        responses=docs.responses(docs.CAPABILITY_STATEMENT, ()),
+    )
+    def metadata(request: Request) -> FhirJSONResponse:
+        return FhirJSONResponse(capability_statement(fhir_base(request), service.started))
+
+    @router.post(
+        "",
+        summary="Transaction or batch Bundle (applied atomically)",
+        response_model=None,
+        responses=docs.responses(
+            docs.bundle_schema(["transaction-response", "batch-response"]), (400, 413, 415, 422)
+        ),
+        openapi_extra=docs.json_body(docs.REQUEST_BUNDLE),
+    )
+    async def transaction(request: Request) -> FhirJSONResponse:
+        require_content_type(request, FHIR_JSON_TYPES)
+        data = await read_limited(request, service.max_body_bytes)
+        bundle_type, written = await run_in_threadpool(service.write_bundle, data)
+        return FhirJSONResponse(write_response(bundle_type, written))
+
+    @router.post(
+        "/$ingest-ndjson",
+        summary="Bulk Data NDJSON, one atomic unit",
+        response_model=None,
+        responses=docs.responses(docs.OPERATION_OUTCOME, (400, 413, 415, 422)),
+        openapi_extra=docs.ndjson_body(),
+    )
+    async def ingest_ndjson(request: Request) -> FhirJSONResponse:
+        require_content_type(request, NDJSON_TYPES)
+        spool = await spool_limited(request, service.max_ndjson_bytes)
+        try:
+            report = await run_in_threadpool(service.write_ndjson, spool)
+        finally:
+            spool.close()
+        if not report.ok:
+            status = 400 if all(is_syntax_problem(p) for p in report.rejected) else 422
+            raise FhirError(status, [issue_of_problem(p) for p in report.rejected])
+        summary = Issue("information", "informational", ingest_summary(report))
+        return FhirJSONResponse(operation_outcome([summary]))
+
+    @router.get(
+        "/{resource_type}",
+        summary="Search",
+        response_model=None,
+        responses=docs.responses(docs.bundle_schema(["searchset"]), (400,)),
+        openapi_extra={"parameters": docs.search_query_parameters()},
+    )
+    def search(request: Request, resource_type: str = type_param) -> FhirJSONResponse:
+        return run_search(service, request, resource_type, request.query_params.multi_items())
+
+    @router.post(
+        "/{resource_type}/_search",
+        summary="Search with form-encoded parameters",
+        response_model=None,
+        responses=docs.responses(docs.bundle_schema(["searchset"]), (400, 413, 415)),
+        openapi_extra=docs.form_body(),
+    )
+    async def search_post(request: Request, resource_type: str = type_param) -> FhirJSONResponse:
+        params = list(request.query_params.multi_items())
+        if request.headers.get("content-type") or request.headers.get("content-length", "0") != "0":
+            require_content_type(request, FORM_TYPES)
+            params += form_fields(await read_limited(request, MAX_FORM_BYTES))
+        return await run_in_threadpool(run_search, service, request, resource_type, params)
+
+    @router.get(
+        "/{resource_type}/{resource_id}",
+        summary="Read",
+        response_model=None,
+        responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
+    )
+    def read(
+        resource_type: str = type_param, resource_id: str = id_param
+    ) -> FhirJSONResponse:
+        check_type(resource_type)
+        check_id(resource_id)
+        stored = service.store.read(resource_type, resource_id)
+        if stored is None:
+            raise not_found(resource_type)
+        return resource_response(stored)
+
+    @router.get(
+        "/{resource_type}/{resource_id}/_history",
+        summary="Instance history, newest first",
+        response_model=None,
+        responses=docs.responses(docs.bundle_schema(["history"]), (400, 404)),
+    )
+    def instance_history(
+        request: Request, resource_type: str = type_param, resource_id: str = id_param
+    ) -> FhirJSONResponse:
+        check_type(resource_type)
+        check_id(resource_id)
+        versions = service.store.history(resource_type, resource_id)
+        if not versions:
+            raise not_found(resource_type)
+        return FhirJSONResponse(history(versions, fhir_base(request)))
+
+    @router.get(
+        "/{resource_type}/{resource_id}/_history/{version_id}",
+        summary="Version read",
+        response_model=None,
+        responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
+    )
+    def vread(
+        resource_type: str = type_param,
+        resource_id: str = id_param,
+        version_id: str = Path(json_schema_extra={"pattern": _VERSION.pattern}),
+    ) -> FhirJSONResponse:
+        check_type(resource_type)
+        check_id(resource_id)
+        if not _VERSION.match(version_id):
+            raise FhirError.of(400, "invalid", "the version id is not a positive whole number")
+        versions = service.store.history(resource_type, resource_id)
+        match = [v for v in versions if v.version == int(version_id)]
+        if not match:
+            raise not_found(resource_type, "version")
+        return resource_response(match[0])
+
+    return router
+
+
+def form_fields(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise FhirError.of(
+            400, "structure", "the form body is not UTF-8 form-encoded search parameters"
+        ) from None
+
+
+def run_search(
+    service: FhirService, request: Request, resource_type: str, params: Sequence[tuple[str, str]]
+) -> FhirJSONResponse:
+    check_type(resource_type)
+    try:
+        query = parse_search(resource_type, params)
+    except SearchParamError as exc:
+        raise FhirError.of(400, exc.code, str(exc)) from None
+    page = search_page(service.store, resource_type, query)
+    base = fhir_base(request)
+    links = paging_links(
+        f"{base}/{resource_type}", query.filters, query.count, query.offset, page.total
+    )
+    return FhirJSONResponse(search_set(page, base, resource_type, links))
+
+
+def search_page(store: ResourceStore, resource_type: str, query: SearchQuery) -> SearchPage:
+    if query.matches_nothing:
+        return SearchPage(total=0, resources=[])
+    return store.search(
+        resource_type,
+        patient_id=query.patient_id,
+        codes=query.codes,
+        dates=query.dates,
+        count=query.count,
+        offset=query.offset,
+    )
