@@ -23,7 +23,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ if not __package__:  # run as `python bench/ingest.py`: make the `bench` package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.doc_sections import replace_section  # noqa: E402
-from bench.machine import machine_facts  # noqa: E402
+from bench.machine import load_average, machine_facts  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "synthea_r4" / "synthea_r4.tar.gz"
@@ -92,13 +92,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=summary)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Synthea R4 .tar.gz or dir")
     parser.add_argument("--limit-files", type=int, metavar="N", help="only the first N bundles")
-    parser.add_argument("--backends", type=_names(BACKENDS), default=list(BACKENDS))
-    parser.add_argument("--configs", type=_names(tuple(CONFIGS)), default=list(CONFIGS))
-    parser.add_argument("--workers", type=int, default=_default_workers())
+    parser.add_argument(
+        "--backends", type=_names(BACKENDS), default=list(BACKENDS), help=", ".join(BACKENDS)
+    )
+    parser.add_argument(
+        "--configs", type=_names(tuple(CONFIGS)), default=list(CONFIGS), help=", ".join(CONFIGS)
+    )
+    parser.add_argument(
+        "--workers", type=int, default=_default_workers(), help="validation processes"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--tmpdir", type=Path, help="where SQLite files and extracts go")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print only; write no file")
     args = parser.parse_args(argv)
     if args.limit_files is not None and args.limit_files <= len(SHARED_BUNDLES):
@@ -108,7 +114,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _names(allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def _names(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         names = [n.strip() for n in text.split(",") if n.strip()]
         unknown = sorted(set(names) - set(allowed))
@@ -285,8 +291,8 @@ def postgres_version(postgres_url: str) -> str:
 
 def filesystem_of(path: Path) -> str:
     """SQLite speed depends on what it writes to (tmpfs never waits for a disk)."""
-    resolved = str(path.resolve())
-    mounts = [p for p in psutil.disk_partitions(all=True) if resolved.startswith(p.mountpoint)]
+    resolved = path.resolve()
+    mounts = [p for p in psutil.disk_partitions(all=True) if resolved.is_relative_to(p.mountpoint)]
     best = max(mounts, key=lambda p: len(p.mountpoint), default=None)
     return f"{best.fstype} ({best.mountpoint})" if best else "unknown"
 
@@ -309,7 +315,11 @@ class MemoryPeak:
 
 
 def _tree_memory(root: psutil.Process, with_pss: bool) -> tuple[int, int]:
-    """Summed RSS (counts pages shared by forked workers once per process) and summed PSS."""
+    """Summed RSS, and summed PSS when asked (it is what the tree really holds).
+
+    Forked workers share their parent's pages: summed RSS counts those once in every process,
+    PSS splits them between the processes that share them.
+    """
     try:
         processes = [root, *root.children(recursive=True)]
     except psutil.Error:
@@ -487,9 +497,9 @@ def _scope_note(context: dict) -> str:
     return (
         f"> **Partial run, not the full-set figures:** `--limit-files {limit}`, "
         f"{context['bundles_used']} of {context['bundles_total']} bundles, {resources:,} "
-        f"resources, repeat {context['args']['repeat']}. Small inputs overstate fixed costs "
-        "(process start-up, archive scan); rerun without `--limit-files` on an idle machine for "
-        "the figures that count."
+        f"resources, repeat {context['args']['repeat']}, read from an extracted folder rather than "
+        "the archive. Small inputs overstate fixed costs such as worker start-up; rerun without "
+        "`--limit-files` on an idle machine for the figures that count."
     )
 
 
@@ -501,7 +511,8 @@ def _how_section(context: dict) -> str:
         f"- **Data**: {_data_line(data)}",
         f"- **Machine**: {machine['cpu']}, {machine['logical_cpus']} logical CPUs "
         f"({machine['physical_cores']} physical), {machine['ram_gib']} GiB RAM, {machine['os']}; "
-        f"load average at start {machine['load_average_at_start']}",
+        f"load average {machine['load_average_at_start']} at start, "
+        f"{machine['load_average_at_end']} at end",
         f"- **Software**: Python {machine['python']}, SQLite {machine['sqlite']}, PostgreSQL "
         f"server {context['postgres_version']}; {libraries}",
         f"- **Settings**: `workers={args['workers']}` validation processes, repeat "
@@ -545,12 +556,13 @@ def _results_table(context: dict) -> str:
             f"{m['main_maxrss_mib']:,.0f} | {m['worker_maxrss_mib']:,.0f} |"
         )
     notes = (
-        "Seconds run from planning the input (the archive is checked end to end) to the last "
-        "commit; opening the store is excluded. Peak RSS, tree: the ingest process plus its "
-        f"workers, summed, sampled every {RSS_SAMPLE_SECONDS} s; it counts pages the forked "
-        "workers share with their parent once per process, so it overstates. Peak PSS shares "
-        f"those pages out (sampled every {RSS_SAMPLE_SECONDS * PSS_EVERY_N_SAMPLES:g} s). Max RSS "
-        "main and worker: `ru_maxrss` of the ingest process and of its largest worker."
+        "Seconds run from planning the input (an archive is first checked end to end) to the "
+        "last commit, worker start-up included; opening the store is excluded. Peak RSS, tree: "
+        f"the ingest process plus its workers, summed, sampled every {RSS_SAMPLE_SECONDS} s; it "
+        "counts the pages forked workers share with their parent once in every process, so it "
+        "overstates. Peak PSS splits shared pages between the processes that share them "
+        f"(sampled every {RSS_SAMPLE_SECONDS * PSS_EVERY_N_SAMPLES:g} s). Max RSS main and "
+        "worker: `ru_maxrss` of the ingest process and of its largest worker."
     )
     return "### Throughput and memory\n\n" + "\n".join(rows) + "\n\n" + notes
 
@@ -627,6 +639,8 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         selection = select_bundles(args.data.resolve(), args.limit_files, scratch)
         runs = run_all(args, selection.paths, scratch)
         filesystem = filesystem_of(scratch)
+    # other work on the machine during the run shows here, not in the start figure
+    machine["load_average_at_end"] = load_average()
     return {
         "command": command_line(argv),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -34,8 +34,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def machine_facts() -> dict[str, object]:
+def load_average() -> str:
     load1, load5, _ = os.getloadavg()
+    return f"{load1:.2f} (1 min), {load5:.2f} (5 min)"
+
+
+def machine_facts() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -45,7 +49,7 @@ def machine_facts() -> dict[str, object]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         # a busy machine at the start explains slow figures better than any footnote
-        "load_average_at_start": f"{load1:.2f} (1 min), {load5:.2f} (5 min)",
+        "load_average_at_start": load_average(),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "libraries": library_versions(),
     }

@@ -20,8 +20,8 @@ from careloop.ingest import IngestOptions, Ingestor, IngestReport
 from careloop.store.crypto import KeyMaterialError, MasterKey, write_key_file
 from careloop.store.repository import ResourceStore, StoreError
 
-stdout = Console()
-stderr = Console(stderr=True)
+stdout = Console(soft_wrap=True)  # never break a path or URL across lines
+stderr = Console(stderr=True, soft_wrap=True)
 DEMO_KEY_NAME = "demo-master.key"
 
 

@@ -21,6 +21,12 @@ class IngestProblem(Exception):
     field: str | None = None
     entry_label: str = "entry"
 
+    def __reduce__(self) -> tuple:
+        # Exceptions unpickle by setting attributes, which a frozen dataclass refuses; problems
+        # cross process boundaries from the validation workers, so rebuild through __init__.
+        fields = (self.source, self.message, self.entry, self.resource_type, self.field)
+        return (IngestProblem, (*fields, self.entry_label))
+
     def __str__(self) -> str:
         where = [self.source]
         if self.entry is not None:

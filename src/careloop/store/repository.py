@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 from alembic import command
 from alembic.config import Config
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import (
     Connection,
     Engine,
@@ -143,9 +144,8 @@ class ResourceStore:
     def open(cls, url: str, master_key: MasterKey | None, encrypt: bool = True) -> ResourceStore:
         engine = create_store_engine(url)
         migrate(engine)
-        store = cls(engine, master_key, encrypt)
-        store._check_encryption_setting()
-        return store
+        _check_encryption_setting(engine, encrypt)
+        return cls(engine, master_key, encrypt)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -313,19 +313,6 @@ class ResourceStore:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _check_encryption_setting(self) -> None:
-        wanted = AES_GCM if self._encrypt else PLAINTEXT
-        with self.engine.begin() as connection:
-            current = connection.execute(
-                select(store_settings.c.value).where(store_settings.c.name == ENCRYPTION_SETTING)
-            ).scalar_one_or_none()
-            if current is None:
-                connection.execute(
-                    insert(store_settings).values(name=ENCRYPTION_SETTING, value=wanted)
-                )
-            elif current != wanted:
-                raise StoreError(f"this store was created with encryption={current}, not {wanted}")
-
     def _load_or_create_index_key(self) -> bytes:
         with self.engine.begin() as connection:
             row = connection.execute(
@@ -392,7 +379,13 @@ class ResourceStore:
         body = row.body
         if row.data_key_id is not None:
             sealer = self.sealer_for_key_id(connection, row.data_key_id)
-            body = sealer.open(body, _row_binding(row.resource_type, row.id_hash, row.version))
+            try:
+                body = sealer.open(body, _row_binding(row.resource_type, row.id_hash, row.version))
+            except InvalidTag:
+                raise StoreError(
+                    f"a stored {row.resource_type} (version {row.version}) failed its integrity "
+                    "check: its body was altered or moved from another row"
+                ) from None
         last_updated = _as_utc(row.last_updated)
         resource = orjson.loads(zlib.decompress(body))
         resource["meta"] = {
@@ -623,6 +616,24 @@ class StoreTransaction:
             for resource_type, id_hash, pk in found:
                 pks[(resource_type, id_hash)] = pk
         return pks
+
+
+def _check_encryption_setting(engine: Engine, encrypt: bool) -> None:
+    """A store keeps the encryption mode it was created with; never mix the two."""
+    wanted = AES_GCM if encrypt else PLAINTEXT
+    with engine.begin() as connection:
+        current = connection.execute(
+            select(store_settings.c.value).where(store_settings.c.name == ENCRYPTION_SETTING)
+        ).scalar_one_or_none()
+        if current is None:
+            connection.execute(insert(store_settings).values(name=ENCRYPTION_SETTING, value=wanted))
+        elif current != wanted:
+            raise StoreError(f"this store was created with encryption={current}, not {wanted}")
+
+
+def metadata_tables() -> list:
+    """Every table of the store, for audits of what is stored."""
+    return [store_settings, data_keys, resources, search_tokens]
 
 
 def _row_binding(resource_type: str, id_hash: str, version: int) -> bytes:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import IO
+from typing import IO, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from careloop.ingest import IngestOptions, IngestProblem, IngestReport, Ingestor
+from careloop.ingest import IngestOptions, Ingestor, IngestProblem, IngestReport
 from careloop.ingest.documents import entries_of_document, parse_json
 from careloop.store.repository import (
     ResourceStore,
@@ -82,8 +82,16 @@ class FhirService:
                 return bundle_type, self.ingestor.ingest_document(data, BUNDLE_SOURCE)
             except IngestProblem as problem:
                 raise FhirError(422, [issue_of_problem(problem)]) from None
+            except FrozenInstanceError as exc:
+                # Workaround: a frozen-dataclass IngestProblem raised inside the store's
+                # @contextmanager transaction breaks contextlib (it sets __traceback__) after the
+                # rollback; the real problem is the context. Remove once IngestProblem is unfrozen.
+                if not isinstance(exc.__context__, IngestProblem):
+                    raise
+                raise FhirError(422, [issue_of_problem(exc.__context__)]) from None
             except StoreError as exc:
-                raise FhirError.of(500, "processing", f"the store refused the write: {exc}") from None
+                message = f"the store refused the write: {exc}"
+                raise FhirError.of(500, "processing", message) from None
 
     def write_ndjson(self, stream: IO[bytes]) -> IngestReport:
         with self.write_lock:
@@ -142,16 +150,13 @@ def ingest_summary(report: IngestReport) -> str:
         f"{t}: {n['created']} created, {n['updated']} updated, {n['unchanged']} unchanged"
         for t, n in report.by_type().items()
     )
-    return (
-        f"ingested {report.resources} resources in {report.seconds:.3f} s"
-        + (f" ({by_type})" if by_type else "")
+    return f"ingested {report.resources} resources in {report.seconds:.3f} s" + (
+        f" ({by_type})" if by_type else ""
     )
 
 
 def build_router(service: FhirService) -> APIRouter:
     router = APIRouter(prefix="/fhir", default_response_class=FhirJSONResponse, tags=["FHIR"])
-    type_param = Path(json_schema_extra=docs.RESOURCE_TYPE_SCHEMA)
-    id_param = Path(json_schema_extra=docs.ID_SCHEMA)
 
     @router.get(
         "/metadata",
@@ -195,7 +200,8 @@ def build_router(service: FhirService) -> APIRouter:
             status = 400 if all(is_syntax_problem(p) for p in report.rejected) else 422
             raise FhirError(status, [issue_of_problem(p) for p in report.rejected])
         summary = Issue("information", "informational", ingest_summary(report))
-        return FhirJSONResponse(operation_outcome([summary]))
+        warnings = [issue_of_problem(w, "code-invalid", "warning") for w in report.warnings]
+        return FhirJSONResponse(operation_outcome([summary, *warnings]))
 
     @router.get(
         "/{resource_type}",
@@ -204,7 +210,7 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(docs.bundle_schema(["searchset"]), (400,)),
         openapi_extra={"parameters": docs.search_query_parameters()},
     )
-    def search(request: Request, resource_type: str = type_param) -> FhirJSONResponse:
+    def search(request: Request, resource_type: str = _type_param()) -> FhirJSONResponse:
         return run_search(service, request, resource_type, request.query_params.multi_items())
 
     @router.post(
@@ -214,11 +220,12 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(docs.bundle_schema(["searchset"]), (400, 413, 415)),
         openapi_extra=docs.form_body(),
     )
-    async def search_post(request: Request, resource_type: str = type_param) -> FhirJSONResponse:
+    async def search_post(request: Request, resource_type: str = _type_param()) -> FhirJSONResponse:
         params = list(request.query_params.multi_items())
-        if request.headers.get("content-type") or request.headers.get("content-length", "0") != "0":
+        body = await read_limited(request, MAX_FORM_BYTES)
+        if body:  # an empty POST is a search without parameters, whatever its content type
             require_content_type(request, FORM_TYPES)
-            params += form_fields(await read_limited(request, MAX_FORM_BYTES))
+            params += form_fields(body)
         return await run_in_threadpool(run_search, service, request, resource_type, params)
 
     @router.get(
@@ -228,7 +235,7 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
     )
     def read(
-        resource_type: str = type_param, resource_id: str = id_param
+        resource_type: str = _type_param(), resource_id: str = _id_param()
     ) -> FhirJSONResponse:
         check_type(resource_type)
         check_id(resource_id)
@@ -244,7 +251,7 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(docs.bundle_schema(["history"]), (400, 404)),
     )
     def instance_history(
-        request: Request, resource_type: str = type_param, resource_id: str = id_param
+        request: Request, resource_type: str = _type_param(), resource_id: str = _id_param()
     ) -> FhirJSONResponse:
         check_type(resource_type)
         check_id(resource_id)
@@ -260,8 +267,8 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
     )
     def vread(
-        resource_type: str = type_param,
-        resource_id: str = id_param,
+        resource_type: str = _type_param(),
+        resource_id: str = _id_param(),
         version_id: str = Path(json_schema_extra={"pattern": _VERSION.pattern}),
     ) -> FhirJSONResponse:
         check_type(resource_type)
@@ -275,6 +282,15 @@ def build_router(service: FhirService) -> APIRouter:
         return resource_response(match[0])
 
     return router
+
+
+def _type_param() -> Any:
+    # Documented for clients (the R4 names); checked in the route, to answer with a FHIR error.
+    return Path(json_schema_extra=docs.RESOURCE_TYPE_SCHEMA)
+
+
+def _id_param() -> Any:
+    return Path(json_schema_extra=docs.ID_SCHEMA)
 
 
 def form_fields(body: bytes) -> list[tuple[str, str]]:

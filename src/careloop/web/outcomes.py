@@ -71,10 +71,12 @@ def is_syntax_problem(problem: IngestProblem) -> bool:
     return problem.resource_type is None and problem.field is None
 
 
-def issue_of_problem(problem: IngestProblem, code: str | None = None) -> Issue:
+def issue_of_problem(
+    problem: IngestProblem, code: str | None = None, severity: str = "error"
+) -> Issue:
     """An issue naming the entry (or line) and the field path the problem is at."""
     return Issue(
-        "error",
+        severity,
         code or _content_issue_code(problem),
         str(problem),
         (problem.field,) if problem.field else (),

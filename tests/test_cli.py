@@ -1,0 +1,148 @@
+"""The `careloop` console script as a user runs it: real processes, real files, real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from samples import PATIENT_ID, transaction_bundle, with_change
+
+CARELOOP = str(Path(sys.executable).with_name("careloop"))
+
+
+def run(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CARELOOP, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, database_url: str) -> dict[str, str]:
+    key_file = tmp_path / "master.key"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARELOOP_")}
+    env.update(
+        CARELOOP_HOME=str(tmp_path / "home"),
+        CARELOOP_DATABASE_URL=database_url,
+        CARELOOP_MASTER_KEY_FILE=str(key_file),
+        COLUMNS="200",
+    )
+    assert run(["keys", "generate", str(key_file)], env).returncode == 0
+    return env
+
+
+def test_ingest_prints_a_summary_and_exits_zero(cli_env, tmp_path):
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(orjson.dumps(transaction_bundle(3)))
+
+    result = run(["ingest", str(bundle), "--json"], cli_env)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["by_type"]["Observation"]["created"] == 3
+    assert summary["units_rejected"] == 0 and summary["resources_per_second"] > 0
+    again = run(["ingest", str(bundle)], cli_env)
+    assert "5 resources" in again.stdout and "unchanged" in again.stdout
+
+
+def test_rejected_input_exits_one_and_names_the_place(cli_env, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(orjson.dumps(with_change(transaction_bundle(3), 3, ["status"], "??")))
+
+    result = run(["ingest", str(bad)], cli_env)
+
+    assert result.returncode == 1
+    assert f"{bad}, entry 3 (Observation), at Observation.status" in result.stderr
+    assert PATIENT_ID not in result.stderr and "Quillfeather" not in result.stderr
+
+
+def test_configuration_errors_exit_two_without_echoing_secrets(cli_env, tmp_path):
+    env = {**cli_env, "CARELOOP_MASTER_KEY": "c2VjcmV0LXRvby1zaG9ydA=="}
+    result = run(["ingest", str(tmp_path)], env)
+    assert result.returncode == 2 and "32 bytes" in result.stderr
+    assert "c2VjcmV0LXRvby1zaG9ydA==" not in result.stderr
+    missing = {k: v for k, v in cli_env.items() if k != "CARELOOP_MASTER_KEY_FILE"}
+    result = run(["ingest", str(tmp_path)], missing)
+    assert result.returncode == 2 and "no master key" in result.stderr
+
+
+def test_key_rotation_from_the_command_line(cli_env, tmp_path):
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(orjson.dumps(transaction_bundle(1)))
+    assert run(["ingest", str(bundle)], cli_env).returncode == 0
+    new_key = tmp_path / "new.key"
+    assert run(["keys", "generate", str(new_key)], cli_env).returncode == 0
+    assert run(["keys", "generate", str(new_key)], cli_env).returncode == 2  # never overwrites
+
+    rotated = run(["keys", "rotate", "--new-key-file", str(new_key)], cli_env)
+
+    assert rotated.returncode == 0, rotated.stderr
+    assert run(["timeline", PATIENT_ID], cli_env).returncode == 2  # old key no longer opens it
+    new_env = {**cli_env, "CARELOOP_MASTER_KEY_FILE": str(new_key)}
+    timeline = run(["timeline", PATIENT_ID], new_env)
+    assert timeline.returncode == 0 and "1 observation codes" in timeline.stdout
+    assert oct((new_key).stat().st_mode & 0o777) == "0o600"
+
+
+def test_synth_writes_labelled_ndjson(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARELOOP_")}
+    result = run(["synth", "--patients", "3", "--out", str(tmp_path / "pop")], env)
+    assert result.returncode == 0, result.stderr
+    patients = (tmp_path / "pop" / "Patient.ndjson").read_bytes().splitlines()
+    assert len(patients) == 3
+    assert all(b'"synthetic"' in line for line in patients)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
+    """`careloop demo` on the embedded default: no settings, no servers, a real HTTP server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARELOOP_")}
+    env["CARELOOP_HOME"] = str(tmp_path / "home")
+    port = _free_port()
+    server = subprocess.Popen(
+        [CARELOOP, "demo", "--patients", "10", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                assert _get_json(f"http://127.0.0.1:{port}/healthz")["status"] == "ok"
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "demo server did not come up"
+                time.sleep(0.5)
+        patients = _get_json(f"http://127.0.0.1:{port}/fhir/Patient?_count=100")
+        assert patients["total"] == 10
+        patient_id = patients["entry"][0]["resource"]["id"]
+        vitals = _get_json(
+            f"http://127.0.0.1:{port}/fhir/Observation?patient={patient_id}&_count=5"
+        )
+        assert vitals["resourceType"] == "Bundle" and vitals["type"] == "searchset"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "demo-master.key" in output and "/fhir/metadata" in output
+    assert (tmp_path / "home" / "careloop.db").exists()
