@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import secrets
 import shlex
 import shutil
@@ -53,6 +54,8 @@ PSS_EVERY_N_SAMPLES = 10
 TARGET_RATE = 10_000  # resources/s into SQLite with everything on, on a 2-core machine
 PUBLISHED_RATES = {"Aidbox": 2678, "HAPI FHIR": 2214, "Medplum": 764}
 SHARED_BUNDLES = ("hospitalInformation", "practitionerInformation")
+# Above this 1-minute load per CPU before the first run, other work competes with the benchmark.
+BUSY_LOAD_PER_CPU = 0.25
 
 CONFIGS: dict[str, tuple[bool, bool]] = {  # name -> (validate, encrypt)
     "all-on": (True, True),
@@ -481,6 +484,7 @@ def render(context: dict) -> str:
     parts = [
         "## Ingest",
         _scope_note(context),
+        _busy_note(context),
         _how_section(context),
         _results_table(context),
         _cost_section(context),
@@ -503,6 +507,17 @@ def _scope_note(context: dict) -> str:
     )
 
 
+def _busy_note(context: dict) -> str:
+    if not context["busy_at_start"]:
+        return ""
+    machine = context["machine"]
+    return (
+        f"> **Busy machine:** load average {machine['load_average_at_start']} on "
+        f"{machine['logical_cpus']} CPUs before the first run. Other work competed with this "
+        "run, so even the side-by-side ratios are unreliable; do not quote these figures."
+    )
+
+
 def _how_section(context: dict) -> str:
     data, machine, args = context["data"], context["machine"], context["args"]
     libraries = ", ".join(f"{k} {v}" for k, v in machine["libraries"].items())
@@ -511,8 +526,8 @@ def _how_section(context: dict) -> str:
         f"- **Data**: {_data_line(data)}",
         f"- **Machine**: {machine['cpu']}, {machine['logical_cpus']} logical CPUs "
         f"({machine['physical_cores']} physical), {machine['ram_gib']} GiB RAM, {machine['os']}; "
-        f"load average {machine['load_average_at_start']} at start, "
-        f"{machine['load_average_at_end']} at end",
+        f"load average {machine['load_average_at_start']} before the first run, "
+        f"{machine['load_average_at_end']} after the last (its own load included)",
         f"- **Software**: Python {machine['python']}, SQLite {machine['sqlite']}, PostgreSQL "
         f"server {context['postgres_version']}; {libraries}",
         f"- **Settings**: `workers={args['workers']}` validation processes, repeat "
@@ -633,14 +648,14 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     if not args.data.exists():
         raise BenchError(f"no data at {args.data}; pass --data PATH")
     postgres = postgres_version(args.postgres_url) if "postgresql" in args.backends else "not run"
-    machine = machine_facts()  # before the run, so the load average is that of the idle machine
+    machine = machine_facts()  # before the run, so its load average is other people's work
+    start_load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="careloop-bench-", dir=args.tmpdir) as tmp:
         scratch = Path(tmp)
         selection = select_bundles(args.data.resolve(), args.limit_files, scratch)
         runs = run_all(args, selection.paths, scratch)
         filesystem = filesystem_of(scratch)
-    # other work on the machine during the run shows here, not in the start figure
-    machine["load_average_at_end"] = load_average()
+    machine["load_average_at_end"] = load_average()  # includes this benchmark's own load
     return {
         "command": command_line(argv),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -650,6 +665,7 @@ def benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         "bundles_total": selection.bundles_total,
         "bundles_used": selection.bundles_used,
         "resources": runs[0]["resources"],
+        "busy_at_start": start_load > BUSY_LOAD_PER_CPU * (os.cpu_count() or 1),
         "scratch_filesystem": filesystem,
         "runs": runs,
         "summary": summarize(runs, args.backends, args.configs),

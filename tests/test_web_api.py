@@ -24,7 +24,7 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 HEART_RATE = "8867-4"
-RESP_RATE = "9279-2"
+RESP_RATE = "9279-1"  # respiratory rate (9279-2 fails the LOINC check digit)
 PATIENT_ID = "6a1f0f6e-1d0b-4f7e-9a53-0c3b2e1d4f01"
 ENCOUNTER_ID = "6a1f0f6e-1d0b-4f7e-9a53-0c3b2e1d4f02"
 PATIENT_NAME = "Quintessa-Marlowe"  # must never appear in an error
@@ -700,6 +700,21 @@ def test_ndjson_file_loads(client: TestClient, store: ResourceStore) -> None:
     assert (
         "Observation: 0 created, 0 updated, 5 unchanged" in again.json()["issue"][0]["diagnostics"]
     )
+
+
+def test_ndjson_malformed_codes_load_with_warnings(
+    client: TestClient, store: ResourceStore
+) -> None:
+    resources = ndjson_lines()
+    resources[2]["code"]["coding"][0]["code"] = "8867-5"  # wrong LOINC check digit
+    response = client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=NDJSON)
+    assert response.status_code == 200, response.text
+    summary, *warnings = response.json()["issue"]
+    assert "1 warnings" in summary["diagnostics"]
+    assert [(w["severity"], w["code"]) for w in warnings] == [("warning", "code-invalid")]
+    assert "line 3 (Observation)" in warnings[0]["diagnostics"]
+    assert warnings[0]["expression"] == ["Observation.code.coding[0].code"]
+    assert store.counts_by_type()["Observation"] == 5
 
 
 def test_ndjson_with_a_bad_line_is_rejected_whole_naming_the_line(

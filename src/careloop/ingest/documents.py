@@ -31,7 +31,9 @@ class Entry:
 def read_limited(stream: BinaryIO, limit: int, source: str) -> bytes:
     data = stream.read(limit + 1)
     if len(data) > limit:
-        raise IngestProblem(source, f"document is larger than the {limit:,}-byte limit")
+        raise IngestProblem(
+            source, f"document is larger than the {limit:,}-byte limit", kind="syntax"
+        )
     return data
 
 
@@ -40,14 +42,16 @@ def parse_json(data: bytes, source: str, entry: int | None = None, label: str = 
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise IngestProblem(
-            source, _json_error(data, exc), entry=entry, entry_label=label
+            source, _json_error(data, exc), entry=entry, entry_label=label, kind="syntax"
         ) from None
 
 
 def entries_of_document(document: object, source: str) -> list[Entry]:
     """The entries of a Bundle, or the one resource of a single-resource document."""
     if not isinstance(document, dict):
-        raise IngestProblem(source, f"expected a JSON object, got {_json_type(document)}")
+        raise IngestProblem(
+            source, f"expected a JSON object, got {_json_type(document)}", kind="syntax"
+        )
     if document.get("resourceType") != "Bundle":
         return [Entry(index=0, resource=document)]
     bundle_type = document.get("type")
@@ -57,16 +61,20 @@ def entries_of_document(document: object, source: str) -> list[Entry]:
             f"Bundle.type is {bundle_type!r}; careloop ingests {', '.join(ACCEPTED_BUNDLE_TYPES)}",
             resource_type="Bundle",
             field="Bundle.type",
+            kind="structure",
         )
     raw_entries = document.get("entry", [])
     if not isinstance(raw_entries, list):
-        raise IngestProblem(source, "Bundle.entry must be an array", field="Bundle.entry")
+        raise IngestProblem(
+            source, "Bundle.entry must be an array", field="Bundle.entry", kind="structure"
+        )
     return [_bundle_entry(raw, index, bundle_type, source) for index, raw in enumerate(raw_entries)]
 
 
 def _bundle_entry(raw: object, index: int, bundle_type: str, source: str) -> Entry:
     def problem(message: str, field: str) -> IngestProblem:
-        return IngestProblem(source, message, entry=index, field=f"Bundle.entry[{index}].{field}")
+        location = f"Bundle.entry[{index}].{field}"
+        return IngestProblem(source, message, entry=index, field=location, kind="structure")
 
     if not isinstance(raw, dict):
         raise problem("an entry must be a JSON object", "")
@@ -104,6 +112,7 @@ def iter_ndjson_lines(
                 f"line is longer than the {max_line_bytes:,}-byte limit",
                 entry=line_number,
                 entry_label="line",
+                kind="syntax",
             )
         if line.strip():
             yield line_number, line
@@ -117,6 +126,7 @@ def resource_of_line(line: bytes, line_number: int, source: str) -> Entry:
             f"each NDJSON line must be one resource object, got {_json_type(resource)}",
             entry=line_number,
             entry_label="line",
+            kind="syntax",
         )
     return Entry(index=line_number, resource=resource)
 

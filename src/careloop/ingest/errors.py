@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# What kind of wrong, for callers that map problems to protocol codes (HTTP status, issue type):
+# syntax: not UTF-8, not JSON, not an object, a line or document over its size limit;
+# structure: a Bundle or entry of the wrong shape; invalid: not valid FHIR content;
+# reference: a reference that resolves to nothing (or to several); duplicate: two entries for
+# one resource; unreadable: a missing path or a damaged archive or stream.
+ProblemKind = Literal["syntax", "structure", "invalid", "reference", "duplicate", "unreadable"]
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # not frozen: contextlib and tracebacks set attributes on exceptions
 class IngestProblem(Exception):
     """A reason to reject one input unit (a bundle or an NDJSON file) as a whole.
 
@@ -20,12 +28,13 @@ class IngestProblem(Exception):
     resource_type: str | None = None
     field: str | None = None
     entry_label: str = "entry"
+    kind: ProblemKind = "invalid"
 
     def __reduce__(self) -> tuple:
-        # Exceptions unpickle by setting attributes, which a frozen dataclass refuses; problems
+        # Exception's own pickling passes `args`, which this dataclass leaves empty; problems
         # cross process boundaries from the validation workers, so rebuild through __init__.
         fields = (self.source, self.message, self.entry, self.resource_type, self.field)
-        return (IngestProblem, (*fields, self.entry_label))
+        return (IngestProblem, (*fields, self.entry_label, self.kind))
 
     def __str__(self) -> str:
         where = [self.source]
@@ -47,4 +56,5 @@ class IngestProblem(Exception):
             "resourceType": self.resource_type,
             "field": self.field,
             "message": self.message,
+            "kind": self.kind,
         }

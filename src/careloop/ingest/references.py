@@ -20,7 +20,7 @@ from typing import Protocol
 import orjson
 
 from careloop.ingest.documents import Entry
-from careloop.ingest.errors import IngestProblem
+from careloop.ingest.errors import IngestProblem, ProblemKind
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[^/]+)?$")
@@ -123,6 +123,7 @@ def dangling(target: tuple[str, str], site: Site, source: str, label: str) -> In
         resource_type=site.resource_type,
         field=site.path,
         entry_label=label,
+        kind="reference",
     )
 
 
@@ -141,6 +142,7 @@ def _assign_ids(entries: list[Entry], source: str, label: str) -> None:
                     label,
                     "fullUrl",
                     f"fullUrl repeats {label} {seen_urls[entry.full_url]}",
+                    kind="duplicate",
                 )
             seen_urls[entry.full_url] = entry.index
         if "id" not in resource:
@@ -153,6 +155,7 @@ def _assign_ids(entries: list[Entry], source: str, label: str) -> None:
                 label,
                 f"{key[0]}.id",
                 f"{key[0]} with this id repeats {label} {seen_ids[key]}",
+                kind="duplicate",
             )
         seen_ids[key] = entry.index
 
@@ -266,7 +269,14 @@ def _path(entry: Entry, location: tuple) -> str:
     return text + ".reference"
 
 
-def _problem(entry: Entry, source: str, label: str, field_path: str, message: str) -> IngestProblem:
+def _problem(
+    entry: Entry,
+    source: str,
+    label: str,
+    field_path: str,
+    message: str,
+    kind: ProblemKind = "reference",
+) -> IngestProblem:
     return IngestProblem(
         source,
         message,
@@ -274,4 +284,5 @@ def _problem(entry: Entry, source: str, label: str, field_path: str, message: st
         resource_type=entry.resource.get("resourceType"),
         field=field_path,
         entry_label=label,
+        kind=kind,
     )

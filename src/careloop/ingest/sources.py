@@ -81,7 +81,9 @@ def plan_units(paths: list[Path]) -> tuple[list[InputUnit], list[str]]:
     skipped: list[str] = []
     for path in paths:
         if not path.exists():
-            raise IngestProblem(str(path), "no such file or directory")
+            raise IngestProblem(
+                kind="unreadable", source=str(path), message="no such file or directory"
+            )
         if path.is_dir():
             found = [p for p in sorted(path.rglob("*")) if p.is_file()]
             for file in sorted(found, key=lambda p: load_order(str(p.relative_to(path)))):
@@ -127,13 +129,17 @@ class _GzipReader(gzip.GzipFile):
         try:
             return super().read(size)
         except (EOFError, OSError, zlib.error) as exc:
-            raise IngestProblem(self._source, f"damaged gzip stream: {exc}") from None
+            raise IngestProblem(
+                kind="unreadable", source=self._source, message=f"damaged gzip stream: {exc}"
+            ) from None
 
     def readline(self, size: int | None = -1) -> bytes:
         try:
             return super().readline(size)
         except (EOFError, OSError, zlib.error) as exc:
-            raise IngestProblem(self._source, f"damaged gzip stream: {exc}") from None
+            raise IngestProblem(
+                kind="unreadable", source=self._source, message=f"damaged gzip stream: {exc}"
+            ) from None
 
 
 def _zip_units(path: Path, skipped: list[str]) -> list[InputUnit]:
@@ -142,9 +148,15 @@ def _zip_units(path: Path, skipped: list[str]) -> list[InputUnit]:
             damaged = archive.testzip()
             infos = [info for info in archive.infolist() if not info.is_dir()]
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise IngestProblem(str(path), f"damaged zip archive: {exc}") from None
+        raise IngestProblem(
+            kind="unreadable", source=str(path), message=f"damaged zip archive: {exc}"
+        ) from None
     if damaged is not None:
-        raise IngestProblem(str(path), f"damaged zip archive: member {damaged} fails its CRC")
+        raise IngestProblem(
+            kind="unreadable",
+            source=str(path),
+            message=f"damaged zip archive: member {damaged} fails its CRC",
+        )
     units = []
     for info in sorted(infos, key=lambda i: load_order(i.filename)):
         kind = unit_kind(info.filename)
@@ -206,7 +218,9 @@ def _scan_tar(path: Path) -> list[tuple[str, int]]:
                     pass
                 members.append((member.name, member.size))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise IngestProblem(str(path), f"damaged tar archive: {exc}") from None
+        raise IngestProblem(
+            kind="unreadable", source=str(path), message=f"damaged tar archive: {exc}"
+        ) from None
     return members
 
 
@@ -250,7 +264,9 @@ class _TarCursor:
                     return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
                 return handle  # type: ignore[return-value]
         raise IngestProblem(
-            str(self.path), f"member {index} vanished since the archive was checked"
+            str(self.path),
+            f"member {index} vanished since the archive was checked",
+            kind="unreadable",
         )
 
     def close(self) -> None:

@@ -61,9 +61,13 @@ async def _http_error(request: Request, exc: Exception) -> FhirJSONResponse:
     """Starlette's own errors (no such route, method not allowed) as OperationOutcomes."""
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_ISSUE_CODES.get(exc.status_code, "processing")
-    message = f"{request.method} {request.url.path}: {exc.detail}"
+    # the path is not repeated: it can hold a patient's id
+    message = f"{request.method}: {exc.detail}"
     if exc.status_code == 404:
         message = "no such FHIR endpoint; see /fhir/metadata"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        message = f"{request.method} is not supported on this path; allowed: {allowed}"
     return outcome_response(exc.status_code, [Issue("error", code, message)], exc.headers)
 
 

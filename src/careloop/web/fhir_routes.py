@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import FrozenInstanceError, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import IO, Any
@@ -82,13 +82,6 @@ class FhirService:
                 return bundle_type, self.ingestor.ingest_document(data, BUNDLE_SOURCE)
             except IngestProblem as problem:
                 raise FhirError(422, [issue_of_problem(problem)]) from None
-            except FrozenInstanceError as exc:
-                # Workaround: a frozen-dataclass IngestProblem raised inside the store's
-                # @contextmanager transaction breaks contextlib (it sets __traceback__) after the
-                # rollback; the real problem is the context. Remove once IngestProblem is unfrozen.
-                if not isinstance(exc.__context__, IngestProblem):
-                    raise
-                raise FhirError(422, [issue_of_problem(exc.__context__)]) from None
             except StoreError as exc:
                 message = f"the store refused the write: {exc}"
                 raise FhirError.of(500, "processing", message) from None
@@ -150,9 +143,10 @@ def ingest_summary(report: IngestReport) -> str:
         f"{t}: {n['created']} created, {n['updated']} updated, {n['unchanged']} unchanged"
         for t, n in report.by_type().items()
     )
-    return f"ingested {report.resources} resources in {report.seconds:.3f} s" + (
-        f" ({by_type})" if by_type else ""
-    )
+    details = f" ({by_type})" if by_type else ""
+    if report.warning_count:
+        details += f"; {report.warning_count} warnings, the first ones follow"
+    return f"ingested {report.resources} resources in {report.seconds:.3f} s{details}"
 
 
 def build_router(service: FhirService) -> APIRouter:
@@ -170,6 +164,11 @@ def build_router(service: FhirService) -> APIRouter:
     @router.post(
         "",
         summary="Transaction or batch Bundle (applied atomically)",
+        description=(
+            "Every entry is validated and its references resolved before anything is written; "
+            "one bad entry rejects the whole Bundle. careloop applies a batch atomically too, "
+            "unlike FHIR's entry-by-entry batch, so a retry never duplicates half a batch."
+        ),
         response_model=None,
         responses=docs.responses(
             docs.bundle_schema(["transaction-response", "batch-response"]), (400, 413, 415, 422)

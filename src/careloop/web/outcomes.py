@@ -31,7 +31,7 @@ class Issue:
         return issue
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity, like any exception
 class FhirError(Exception):
     """An HTTP error to answer with an OperationOutcome; raised anywhere inside a route."""
 
@@ -63,12 +63,8 @@ def outcome_response(
 
 
 def is_syntax_problem(problem: IngestProblem) -> bool:
-    """True for input that is not well-formed (not UTF-8, not JSON, not an object, a line too long).
-
-    Such problems are raised before any resource is looked at, so they carry neither a resource
-    type nor a field; everything else concerns FHIR content.
-    """
-    return problem.resource_type is None and problem.field is None
+    """True for input that is not well-formed: not UTF-8, not JSON, not an object, too long."""
+    return problem.kind == "syntax"
 
 
 def issue_of_problem(
@@ -83,13 +79,15 @@ def issue_of_problem(
     )
 
 
+_ISSUE_CODE_OF_KIND = {
+    "syntax": "structure",
+    "structure": "structure",
+    "invalid": "invalid",
+    "reference": "not-found",
+    "duplicate": "duplicate",
+    "unreadable": "processing",
+}
+
+
 def _content_issue_code(problem: IngestProblem) -> str:
-    # IngestProblem has no machine-readable kind yet; its field path is the most stable signal:
-    # references.py reports every unresolved reference at `....reference`, duplicates at `.id`.
-    if is_syntax_problem(problem):
-        return "structure"
-    if problem.field and problem.field.endswith(".reference"):
-        return "not-found"
-    if problem.field and problem.field.endswith(".id") and "repeats" in problem.message:
-        return "duplicate"
-    return "invalid"
+    return _ISSUE_CODE_OF_KIND.get(problem.kind, "invalid")
