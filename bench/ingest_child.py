@@ -28,7 +28,11 @@ def run(spec: dict) -> dict:
     started = time.perf_counter()
     master = MasterKey.from_bytes(os.urandom(32)) if spec["encrypt"] else None
     store = ResourceStore.open(spec["url"], master, encrypt=spec["encrypt"])
-    options = IngestOptions(validate=spec["validate"], workers=spec["workers"])
+    options = IngestOptions(
+        validate=spec["validation"] != "off",
+        fast_path=spec["validation"] == "fast",
+        workers=spec["workers"],
+    )
     try:
         report = Ingestor(store, options).ingest_paths([Path(p) for p in spec["data"]])
     finally:

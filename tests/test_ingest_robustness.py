@@ -32,7 +32,7 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_are_either_rejected_with_a_located_problem_or_parsed(data):
-    prepared = prepare_document(data, "fuzz.json", check_schema=True)
+    prepared = prepare_document(data, "fuzz.json", "fast")
     for problem in prepared.problems:
         assert isinstance(problem, IngestProblem)
         assert str(problem).startswith("fuzz.json")
@@ -42,7 +42,7 @@ def test_arbitrary_bytes_are_either_rejected_with_a_located_problem_or_parsed(da
 @given(json_values)
 def test_arbitrary_json_documents_never_crash_the_parser(document):
     # the standard library writes integers of any size, which a FHIR parser must refuse cleanly
-    prepared = prepare_document(json.dumps(document).encode(), "fuzz.json", check_schema=True)
+    prepared = prepare_document(json.dumps(document).encode(), "fuzz.json", "fast")
     assert prepared.problems or prepared.keys is not None
 
 
@@ -68,7 +68,7 @@ def test_arbitrary_json_documents_never_crash_the_parser(document):
 )
 def test_resource_shaped_noise_in_a_bundle_is_rejected_or_accepted_cleanly(resource):
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
-    prepared = prepare_document(json.dumps(bundle).encode(), "fuzz.json", check_schema=True)
+    prepared = prepare_document(json.dumps(bundle).encode(), "fuzz.json", "fast")
     for problem in prepared.problems:
         assert problem.source == "fuzz.json" and problem.message
 
@@ -77,7 +77,9 @@ def test_resource_shaped_noise_in_a_bundle_is_rejected_or_accepted_cleanly(resou
 @given(st.lists(st.binary(max_size=80).filter(lambda b: b"\n" not in b), min_size=1, max_size=6))
 def test_ndjson_noise_names_the_line(lines):
     numbered = list(enumerate(lines, start=1))
-    prepared = prepare_lines([(n, line + b"\n") for n, line in numbered if line.strip()], "x", True)
+    prepared = prepare_lines(
+        [(n, line + b"\n") for n, line in numbered if line.strip()], "x", "fast"
+    )
     for problem in prepared.problems:
         assert problem.entry_label == "line" and problem.entry is not None
 

@@ -37,7 +37,7 @@ from careloop.ingest.references import (
 )
 from careloop.ingest.report import IngestReport
 from careloop.ingest.sources import InputUnit, close_open_archives, plan_units
-from careloop.ingest.validation import structural_errors, terminology_warnings
+from careloop.ingest.validation import Validation, structural_errors, terminology_warnings
 from careloop.store.records import ResourceRecord, record_of
 from careloop.store.repository import ResourceStore, StoreTransaction, WriteResult
 
@@ -48,10 +48,18 @@ PENDING_TARGETS_LIMIT = 50_000
 @dataclass(frozen=True)
 class IngestOptions:
     validate: bool = True
+    # accept what the compiled structure check proves valid without running fhir.resources
+    fast_path: bool = True
     workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
     max_document_bytes: int = 512 * 1024 * 1024
     max_line_bytes: int = 16 * 1024 * 1024
     ndjson_chunk_lines: int = 2000
+
+    @property
+    def validation(self) -> Validation:
+        if not self.validate:
+            return "off"
+        return "fast" if self.fast_path else "library"
 
 
 @dataclass(frozen=True)
@@ -96,16 +104,16 @@ class _Silent:
         return None
 
 
-def prepare_document(data: bytes, source: str, check_schema: bool) -> Prepared:
+def prepare_document(data: bytes, source: str, validation: Validation) -> Prepared:
     """Parse, validate and localize one JSON document. Runs in a worker process."""
     try:
         entries = entries_of_document(parse_json(data, source), source)
     except IngestProblem as problem:
         return Prepared(problems=[problem])
-    return _prepare_entries(entries, source, "entry", check_schema)
+    return _prepare_entries(entries, source, "entry", validation)
 
 
-def prepare_lines(lines: list[tuple[int, bytes]], source: str, check_schema: bool) -> Prepared:
+def prepare_lines(lines: list[tuple[int, bytes]], source: str, validation: Validation) -> Prepared:
     """Parse, validate and localize a chunk of NDJSON lines. Runs in a worker process."""
     entries: list[Entry] = []
     for line_number, line in lines:
@@ -113,14 +121,16 @@ def prepare_lines(lines: list[tuple[int, bytes]], source: str, check_schema: boo
             entries.append(resource_of_line(line, line_number, source))
         except IngestProblem as problem:
             return Prepared(problems=[problem])
-    return _prepare_entries(entries, source, "line", check_schema)
+    return _prepare_entries(entries, source, "line", validation)
 
 
-def _prepare_entries(entries: list[Entry], source: str, label: str, check_schema: bool) -> Prepared:
-    problems = _validate_entries(entries, source, label, check_schema)
+def _prepare_entries(
+    entries: list[Entry], source: str, label: str, validation: Validation
+) -> Prepared:
+    problems = _validate_entries(entries, source, label, validation)
     if problems:
         return Prepared(problems=problems)
-    warnings = _terminology_warnings(entries, source, label) if check_schema else []
+    warnings = _terminology_warnings(entries, source, label) if validation != "off" else []
     try:
         unresolved = localize(entries, source, label)
     except IngestProblem as problem:
@@ -176,11 +186,11 @@ def _record_of(entry: Entry, source: str, label: str) -> ResourceRecord:
 
 
 def _validate_entries(
-    entries: list[Entry], source: str, label: str, check_schema: bool
+    entries: list[Entry], source: str, label: str, validation: Validation
 ) -> list[IngestProblem]:
     problems: list[IngestProblem] = []
     for entry in entries:
-        for path, message in structural_errors(entry.resource, check_schema):
+        for path, message in structural_errors(entry.resource, validation):
             problems.append(_entry_problem(entry, source, label, path, message))
         if len(problems) >= MAX_PROBLEMS_PER_UNIT:
             break
@@ -275,7 +285,7 @@ class Ingestor:
         with unit.open() as stream:
             data = read_limited(stream, self.options.max_document_bytes, unit.name)
         return _Chunk(
-            unit, True, len(data), prepare_document, (data, unit.name, self.options.validate)
+            unit, True, len(data), prepare_document, (data, unit.name, self.options.validation)
         )
 
     def _ndjson_chunks(self, unit: InputUnit) -> Iterator[_Chunk]:
@@ -288,10 +298,10 @@ class Ingestor:
                 batch.append((line_number, line))
                 nbytes += len(line)
                 if len(batch) >= self.options.ndjson_chunk_lines:
-                    work = (batch, unit.name, self.options.validate)
+                    work = (batch, unit.name, self.options.validation)
                     yield _Chunk(unit, False, nbytes, prepare_lines, work)
                     batch, nbytes = [], 0
-            work = (batch, unit.name, self.options.validate)
+            work = (batch, unit.name, self.options.validation)
             yield _Chunk(unit, True, nbytes, prepare_lines, work)
 
     # -- single units, as the HTTP API receives them ---------------------------------------
@@ -303,7 +313,7 @@ class Ingestor:
 
         Returns ((type, id), result) per entry, in entry order.
         """
-        prepared = prepare_document(data, source, self.options.validate)
+        prepared = prepare_document(data, source, self.options.validation)
         if prepared.problems:
             raise prepared.problems[0]
         with self.store.transaction() as tx:

@@ -2,16 +2,25 @@
 
 R4B differs from R4 only in a handful of resources careloop does not ingest, and fhir.resources
 ships no R4 package of its pydantic v2 generation; see docs/architecture.md.
+
+Validation modes: "fast" first tries `careloop.fhir.structure.conforms`, a strict check compiled
+from the same models that accepts only what is certainly valid, and asks fhir.resources about
+everything else (so verdicts and messages stay fhir.resources'); "library" asks fhir.resources
+about every resource; "off" checks only the resourceType, for measuring what validation costs.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from careloop.fhir.structure import conforms
 from careloop.fhir.terminology import binding_errors, coding_errors
+
+Validation = Literal["fast", "library", "off"]
 
 MAX_ERRORS_PER_RESOURCE = 5
 
@@ -24,12 +33,11 @@ def _model_for(resource_type: str) -> type | None:
         return None
 
 
-def structural_errors(resource: object, check_schema: bool = True) -> list[tuple[str, str]]:
+def structural_errors(resource: object, validation: Validation = "fast") -> list[tuple[str, str]]:
     """(field path, message) pairs; empty when the resource is valid.
 
-    With `check_schema` off only the resourceType is checked, so measurements can show what
-    validation costs; what the store itself needs (parseable dates) is checked when the record is
-    made.
+    What the store itself needs (parseable dates) is checked when the record is made, whatever
+    the mode.
     """
     if not isinstance(resource, dict):
         return [("", f"expected a JSON object, got {type(resource).__name__}")]
@@ -41,16 +49,18 @@ def structural_errors(resource: object, check_schema: bool = True) -> list[tuple
         return [
             ("resourceType", f"{resource_type!r} is not a FHIR R4 resource type careloop stores")
         ]
+    if validation == "off":
+        return []
     errors: list[tuple[str, str]] = []
-    if check_schema:
+    if validation == "library" or not conforms(resource):
         try:
             model.model_validate(resource)
         except ValidationError as exc:
             errors.extend(_describe(resource_type, exc))
         except (TypeError, ValueError) as exc:  # fhir.resources raises plain errors for some shapes
             errors.append((resource_type, _first_line(str(exc))))
-        if not errors:
-            errors.extend(binding_errors(resource))
+    if not errors:
+        errors.extend(binding_errors(resource))
     return errors
 
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -139,6 +140,10 @@ class ResourceStore:
         self._sealers: dict[str, Sealer] = {}  # data key id -> sealer
         self._patient_key_ids: dict[str, str] = {}  # patient hash -> data key id
         self._blind = BlindIndex(self._load_or_create_index_key())
+        # Codes and patients repeat across thousands of resources: hash each once.
+        self.token_hash = lru_cache(maxsize=1 << 16)(self._token_hash)
+        self.patient_hash = lru_cache(maxsize=1 << 13)(self._patient_hash)
+        self.is_sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
     def open(cls, url: str, master_key: MasterKey | None, encrypt: bool = True) -> ResourceStore:
@@ -155,10 +160,10 @@ class ResourceStore:
     def id_hash(self, resource_type: str, resource_id: str) -> str:
         return self._blind.digest("id", resource_type, resource_id)
 
-    def patient_hash(self, patient_id: str) -> str:
+    def _patient_hash(self, patient_id: str) -> str:
         return self._blind.digest("patient", patient_id)
 
-    def token_hash(self, param: str, value: str) -> str:
+    def _token_hash(self, param: str, value: str) -> str:
         return self._blind.digest("token", param, value)
 
     def content_hash(self, fingerprint: bytes) -> str:
@@ -482,7 +487,7 @@ class StoreTransaction:
         current = self._current_versions([h for h, _ in keyed])
         outcomes: list[WriteResult] = []
         replaced_pks: list[int] = []
-        new_rows: list[dict] = []
+        new_rows: list[tuple] = []
         token_lists: list[list[tuple[str, str]]] = []
         for id_hash, record in keyed:
             content_hash = store.content_hash(record.fingerprint)
@@ -531,7 +536,8 @@ class StoreTransaction:
 
     def _row_for(
         self, record: ResourceRecord, id_hash: str, version: int, content_hash: str, now: datetime
-    ) -> dict:
+    ) -> tuple:
+        """One `resources` row, its values in `_RESOURCE_COLUMNS` order."""
         store = self._store
         patient_hash = store.patient_hash(record.patient_id) if record.patient_id else None
         body = record.compressed_body
@@ -540,19 +546,20 @@ class StoreTransaction:
             data_key_id = self._data_key_id(patient_hash)
             sealer = store.sealer_for_key_id(self._connection, data_key_id)
             body = sealer.seal(body, _row_binding(record.resource_type, id_hash, version))
-        return {
-            "resource_type": record.resource_type,
-            "id_hash": id_hash,
-            "version": version,
-            "is_current": True,
-            "patient_hash": patient_hash,
-            "data_key_id": data_key_id,
-            "content_hash": content_hash,
-            "body": body,
-            "last_updated": now,
-            "date_start": record.date_start,
-            "date_end": record.date_end,
-        }
+        to_db = _sqlite_time if store.is_sqlite else _naive_utc
+        return (
+            record.resource_type,
+            id_hash,
+            version,
+            True,
+            patient_hash,
+            data_key_id,
+            content_hash,
+            body,
+            to_db(now),
+            to_db(record.date_start),
+            to_db(record.date_end),
+        )
 
     def _data_key_id(self, patient_hash: str | None) -> str:
         """The data key of a patient compartment, or the shared key; created on first use."""
@@ -586,26 +593,34 @@ class StoreTransaction:
                 search_tokens.delete().where(search_tokens.c.resource_pk.in_(chunk))
             )
 
-    def _insert(self, rows: list[dict], token_lists: list[list[tuple[str, str]]]) -> None:
+    def _insert(self, rows: list[tuple], token_lists: list[list[tuple[str, str]]]) -> None:
         if not rows:
             return
-        # A plain executemany is one statement per batch on every backend; RETURNING with
-        # parameter order would fall back to a statement per row on SQLite.
-        self._connection.execute(insert(resources), rows)
-        tokens = []
-        pks = self._new_pks(rows)
-        for row, hashed in zip(rows, token_lists, strict=True):
-            pk = pks[(row["resource_type"], row["id_hash"])]
-            tokens.extend(
-                {"resource_pk": pk, "param": param, "value_hash": value_hash}
-                for param, value_hash in hashed
-            )
+        # Bulk rows go straight to the driver's executemany: SQLAlchemy's per-row parameter
+        # processing cost more than the database itself here. RETURNING is avoided because with
+        # parameter order it falls back to a statement per row on SQLite.
+        self._executemany(resources.name, _RESOURCE_COLUMNS, rows)
+        pks = self._new_pks([(row[0], row[1]) for row in rows])
+        tokens = [
+            (pks[(row[0], row[1])], param, value_hash)
+            for row, hashed in zip(rows, token_lists, strict=True)
+            for param, value_hash in hashed
+        ]
         if tokens:
-            self._connection.execute(insert(search_tokens), tokens)
+            self._executemany(search_tokens.name, _TOKEN_COLUMNS, tokens)
 
-    def _new_pks(self, rows: list[dict]) -> dict[tuple[str, str], int]:
+    def _executemany(self, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        marker = "?" if self._store.is_sqlite else "%s"
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join([marker] * len(columns))})"
+        )
+        self._connection.exec_driver_sql(statement, rows)
+
+    def _new_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Primary keys of just-inserted current rows, by (type, id hash)."""
         pks: dict[tuple[str, str], int] = {}
-        id_hashes = list({row["id_hash"] for row in rows})
+        id_hashes = list({id_hash for _type, id_hash in keys})
         for start in range(0, len(id_hashes), 500):
             found = self._connection.execute(
                 select(resources.c.resource_type, resources.c.id_hash, resources.c.pk).where(
@@ -634,6 +649,34 @@ def _check_encryption_setting(engine: Engine, encrypt: bool) -> None:
 def metadata_tables() -> list:
     """Every table of the store, for audits of what is stored."""
     return [store_settings, data_keys, resources, search_tokens]
+
+
+_RESOURCE_COLUMNS = (
+    "resource_type",
+    "id_hash",
+    "version",
+    "is_current",
+    "patient_hash",
+    "data_key_id",
+    "content_hash",
+    "body",
+    "last_updated",
+    "date_start",
+    "date_end",
+)
+_TOKEN_COLUMNS = ("resource_pk", "param", "value_hash")
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    """What `UtcDateTime` stores, for rows written without SQLAlchemy's type processing."""
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sqlite_time(moment: datetime | None) -> str | None:
+    # SQLAlchemy's SQLite DateTime text format: always with microseconds, so text order is time
+    # order and rows written here compare correctly with rows written through SQLAlchemy.
+    naive = _naive_utc(moment)
+    return None if naive is None else naive.isoformat(sep=" ", timespec="microseconds")
 
 
 def _row_binding(resource_type: str, id_hash: str, version: int) -> bytes:
