@@ -10,9 +10,9 @@ typos and truncation; whether a code exists in its code system needs the termino
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from careloop.fhir import codes
+from careloop.fhir.walk import Location, path_text, scan
 
 # (resourceType, element) -> the codes its required binding allows (FHIR R4).
 REQUIRED_CODES: dict[tuple[str, str], frozenset[str]] = {
@@ -102,13 +102,18 @@ def binding_errors(resource: dict) -> list[tuple[str, str]]:
     return errors
 
 
-def coding_errors(resource: dict) -> list[tuple[str, str]]:
-    """(path, message) for each LOINC, SNOMED CT, ICD-10 or RxNorm code that is malformed."""
+def coding_errors(
+    resource: dict, codings: list[tuple[dict, Location]] | None = None
+) -> list[tuple[str, str]]:
+    """(path, message) for each LOINC, SNOMED CT, ICD-10 or RxNorm code that is malformed.
+
+    `codings` may hold the resource's codings, when the caller already scanned it.
+    """
     errors = []
-    for coding, location in _codings(resource, resource["resourceType"]):
+    for coding, location in scan(resource).codings if codings is None else codings:
         problem = code_format_problem(coding.get("system"), coding.get("code"))
         if problem:
-            errors.append((f"{location}.code", problem))
+            errors.append((path_text(resource["resourceType"], location, "code"), problem))
     return errors
 
 
@@ -172,18 +177,6 @@ def verhoeff_valid(number: str) -> bool:
     for position, char in enumerate(reversed(number)):
         check = _VERHOEFF_D[check][_VERHOEFF_P[position % 8][int(char)]]
     return check == 0
-
-
-def _codings(node: object, location: str) -> Iterator[tuple[dict, str]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("system"), str) and "code" in node:
-            yield node, location
-        for key, value in node.items():
-            if isinstance(value, dict | list):
-                yield from _codings(value, f"{location}.{key}")
-    elif isinstance(node, list):
-        for index, item in enumerate(node):
-            yield from _codings(item, f"{location}[{index}]")
 
 
 def _not_in(allowed: frozenset[str]) -> str:

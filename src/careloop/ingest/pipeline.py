@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from careloop.fhir.timeutil import FhirDateError
+from careloop.fhir.walk import FoundElements, scan
 from careloop.ingest.documents import (
     Entry,
     entries_of_document,
@@ -130,9 +131,12 @@ def _prepare_entries(
     problems = _validate_entries(entries, source, label, validation)
     if problems:
         return Prepared(problems=problems)
-    warnings = _terminology_warnings(entries, source, label) if validation != "off" else []
+    found = [scan(entry.resource) for entry in entries]
+    warnings = []
+    if validation != "off":
+        warnings = _terminology_warnings(entries, found, source, label)
     try:
-        unresolved = localize(entries, source, label)
+        unresolved = localize(entries, source, label, found)
     except IngestProblem as problem:
         return Prepared(problems=[problem])
     pending = set(unresolved.conditional_entries)
@@ -151,11 +155,13 @@ def _prepare_entries(
     )
 
 
-def _terminology_warnings(entries: list[Entry], source: str, label: str) -> list[IngestProblem]:
+def _terminology_warnings(
+    entries: list[Entry], found: list[FoundElements], source: str, label: str
+) -> list[IngestProblem]:
     return [
         _entry_problem(entry, source, label, path, message)
-        for entry in entries
-        for path, message in terminology_warnings(entry.resource)
+        for entry, elements in zip(entries, found, strict=True)
+        for path, message in terminology_warnings(entry.resource, elements)
     ]
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import orjson
 
+from careloop.fhir.walk import FoundElements, Location, path_text, scan
 from careloop.ingest.documents import Entry
 from careloop.ingest.errors import IngestProblem, ProblemKind
 
@@ -56,8 +57,16 @@ class Unresolved:
     conditional_entries: list[int] = field(default_factory=list)
 
 
-def localize(entries: list[Entry], source: str, label: str) -> Unresolved:
-    """Assign ids, rewrite references between entries of this unit, collect the rest."""
+def localize(
+    entries: list[Entry],
+    source: str,
+    label: str,
+    found: list[FoundElements] | None = None,
+) -> Unresolved:
+    """Assign ids, rewrite references between entries of this unit, collect the rest.
+
+    `found` may hold each entry's scan, when the caller already walked the resources.
+    """
     _assign_ids(entries, source, label)
     by_full_url = {
         e.full_url: f"{e.resource['resourceType']}/{e.resource['id']}"
@@ -68,7 +77,8 @@ def localize(entries: list[Entry], source: str, label: str) -> Unresolved:
     unresolved = Unresolved()
     for position, entry in enumerate(entries):
         has_conditional = False
-        for holder, location in _reference_holders(entry.resource):
+        holders = found[position].references if found else _reference_holders(entry.resource)
+        for holder, location in holders:
             reference = holder["reference"]
             if reference in by_full_url:
                 holder["reference"] = by_full_url[reference]
@@ -174,7 +184,7 @@ def _id_from_entry(entry: Entry) -> str:
 
 
 def _classify(
-    reference: str, entry: Entry, location: tuple, source: str, label: str
+    reference: str, entry: Entry, location: Location, source: str, label: str
 ) -> tuple[str, str] | str | None:
     """A (type, id) to look for, "conditional", or None when nothing is left to check."""
     if reference.startswith("#"):
@@ -215,7 +225,7 @@ def _resolve_conditional(
     resource_type: str,
     identifier: str,
     entry: Entry,
-    location: tuple,
+    location: Location,
     source: str,
     label: str,
     lookup: StoreLookup,
@@ -241,32 +251,12 @@ def _contained_exists(resource: dict, local_id: str) -> bool:
     )
 
 
-def _reference_holders(resource: dict) -> list[tuple[dict, tuple]]:
-    """Every Reference element (a dict with a string `reference`), with its location."""
-    found: list[tuple[dict, tuple]] = []
-    _collect(resource, (), found)
-    return found
+def _reference_holders(resource: dict) -> list[tuple[dict, Location]]:
+    return scan(resource).references
 
 
-def _collect(node: dict, location: tuple, found: list[tuple[dict, tuple]]) -> None:
-    # Hot path of ingest: locations stay tuples and become text only for an error message.
-    if type(node.get("reference")) is str:
-        found.append((node, location))
-    for key, value in node.items():
-        kind = type(value)
-        if kind is dict:
-            _collect(value, (*location, key), found)
-        elif kind is list:
-            for index, item in enumerate(value):
-                if type(item) is dict:
-                    _collect(item, (*location, key, index), found)
-
-
-def _path(entry: Entry, location: tuple) -> str:
-    text = entry.resource["resourceType"]
-    for part in location:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return text + ".reference"
+def _path(entry: Entry, location: Location) -> str:
+    return path_text(entry.resource["resourceType"], location, "reference")
 
 
 def _problem(

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from careloop.fhir.structure import conforms
 from careloop.fhir.terminology import binding_errors, coding_errors
+from careloop.fhir.walk import FoundElements, path_text
 
 Validation = Literal["fast", "library", "off"]
 
@@ -64,30 +65,27 @@ def structural_errors(resource: object, validation: Validation = "fast") -> list
     return errors
 
 
-def terminology_warnings(resource: dict) -> list[tuple[str, str]]:
+def terminology_warnings(
+    resource: dict, found: FoundElements | None = None
+) -> list[tuple[str, str]]:
     """Malformed LOINC, SNOMED CT, ICD-10 or RxNorm codes: reported, not rejected.
 
     Real feeds carry such codings (Synthea files a LOINC code under SNOMED CT); the resource is
     still structurally valid, so it is kept as coded and the report says where the code is wrong.
     """
-    return coding_errors(resource)
+    return coding_errors(resource, found.codings if found else None)
 
 
 def _describe(resource_type: str, exc: ValidationError) -> list[tuple[str, str]]:
     described = []
     for error in exc.errors(include_url=False, include_input=False)[:MAX_ERRORS_PER_RESOURCE]:
-        described.append((_fhir_path(resource_type, error["loc"]), _first_line(error["msg"])))
+        described.append(
+            (
+                path_text(resource_type, [p for p in error["loc"] if p != "__root__"]),
+                _first_line(error["msg"]),
+            )
+        )
     return described
-
-
-def _fhir_path(resource_type: str, location: tuple) -> str:
-    path = resource_type
-    for part in location:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part not in ("__root__",):
-            path += f".{part}"
-    return path
 
 
 def _first_line(message: str) -> str:
