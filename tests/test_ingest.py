@@ -320,3 +320,43 @@ def test_required_binding_and_malformed_terminology(store, tmp_path):
     assert report.ok and report.warning_count == 1
     assert "Observation.code.coding[0].code" in str(report.warnings[0])
     assert store.read("Observation", "hr-0").body["code"]["coding"][0]["code"] == "8867-5"
+
+
+@pytest.mark.parametrize("archive_kind", ["tar.gz", "zip"])
+def test_a_damaged_gzip_member_inside_a_sound_archive_is_rejected_by_name(
+    store, tmp_path, archive_kind
+):
+    damaged = gzip.compress(ndjson([patient("p-8"), patient("p-9")]))[:-10]
+    members = {"good/Patient.ndjson": ndjson([patient("p-7")]), "bad/Patient.ndjson.gz": damaged}
+    writer = write_tar_gz if archive_kind == "tar.gz" else write_zip
+    archive = writer(tmp_path / f"bulk.{archive_kind}", members)
+
+    report = ingest(store, archive)
+
+    assert len(report.rejected) == 1
+    assert "bad/Patient.ndjson.gz" in str(report.rejected[0])
+    assert "damaged gzip" in str(report.rejected[0])
+    assert store.counts_by_type() == {"Patient": 1}
+
+
+def test_tar_members_named_with_a_leading_dot_slash_are_read(store, tmp_path):
+    """`tar czf x.tar.gz .` names members ./file.json, as the Synthea archive does."""
+    archive = write_tar_gz(
+        tmp_path / "dot.tar.gz", {"./bundle.json": orjson.dumps(transaction_bundle(1))}
+    )
+    report = ingest(store, archive)
+    assert report.ok and report.units_loaded == 1
+
+
+def test_input_without_any_fhir_file_is_an_error(store, tmp_path):
+    (tmp_path / "notes.txt").write_text("no FHIR here")
+    report = ingest(store, tmp_path)
+    assert not report.ok and "no FHIR input found" in str(report.rejected[0])
+
+
+def test_the_real_synthea_archive_plans_every_bundle(synthea_archive):
+    from careloop.ingest.sources import plan_units
+
+    units, skipped = plan_units([synthea_archive])
+    assert len(units) == 617 and skipped == []
+    assert sum("Information" in unit.name for unit in units) == 2

@@ -75,8 +75,6 @@ def _locations(node: object, path: tuple = ()) -> list[tuple]:
 @pytest.fixture(scope="module")
 def real_resources() -> list[dict]:
     resources = [e["resource"] for e in transaction_bundle(4)["entry"]]
-    for entry in transaction_bundle(2)["entry"]:
-        entry["resource"].setdefault("id", "x1")
     return resources + list(generate_population(12, seed=3))
 
 

@@ -34,11 +34,6 @@ def parse_fhir_instant_range(value: str) -> tuple[datetime, datetime]:
     return moment, moment
 
 
-def parse_fhir_instant(value: str) -> datetime:
-    """The first UTC instant a FHIR date/dateTime/instant covers."""
-    return parse_fhir_instant_range(value)[0]
-
-
 def _partial_range(year: str, month: str | None, day: str | None) -> tuple[datetime, datetime]:
     y = int(year)
     try:

@@ -286,6 +286,11 @@ class Ingestor:
                     yield from self._ndjson_chunks(unit)
             except IngestProblem as problem:
                 yield _Chunk(unit, last=True, nbytes=0, work=None, payload=(), problem=problem)
+            except OSError as exc:  # permissions, a vanished file, a device error
+                problem = IngestProblem(
+                    unit.name, f"cannot read: {exc.strerror or exc}", kind="unreadable"
+                )
+                yield _Chunk(unit, last=True, nbytes=0, work=None, payload=(), problem=problem)
 
     def _document_chunk(self, unit: InputUnit) -> _Chunk:
         with unit.open() as stream:

@@ -61,14 +61,10 @@ def load_order(name: str) -> tuple[int, str]:
     return len(_LOAD_RANKS), name
 
 
-def is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith((".tar", ".tar.gz", ".tgz", ".zip"))
-
-
 def _skippable(name: str) -> bool:
-    parts = name.split("/")
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+    """Hidden files and macOS resource forks; `./x.json`, as tar often names members, is not."""
+    parts = [part for part in name.split("/") if part not in ("", ".", "..")]
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
 def plan_units(paths: list[Path]) -> tuple[list[InputUnit], list[str]]:
@@ -92,6 +88,13 @@ def plan_units(paths: list[Path]) -> tuple[list[InputUnit], list[str]]:
                 _plan_file(file, units, skipped)
         else:
             _plan_file(path, units, skipped)
+    if not units:
+        where = ", ".join(str(p) for p in paths)
+        raise IngestProblem(
+            where,
+            f"no FHIR input found: no .json or .ndjson files ({len(skipped)} other files skipped)",
+            kind="unreadable",
+        )
     return units, skipped
 
 
@@ -112,34 +115,34 @@ def _file_unit(path: Path, kind: UnitKind) -> InputUnit:
 
     def open_unit() -> AbstractContextManager[BinaryIO]:
         if compressed:
-            return _GzipReader(path)
+            return _GzipReader(str(path), path=path)
         return path.open("rb")
 
     return InputUnit(str(path), kind, path.stat().st_size * (6 if compressed else 1), open_unit)
 
 
 class _GzipReader(gzip.GzipFile):
-    """A gzip stream whose truncation surfaces as an IngestProblem naming the file."""
+    """A gzip stream whose damage surfaces as an IngestProblem naming the unit."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(filename=str(path), mode="rb")
-        self._source = str(path)
+    def __init__(self, source: str, path: Path | None = None, fileobj: BinaryIO | None = None):
+        super().__init__(filename=str(path) if path else None, mode="rb", fileobj=fileobj)
+        self._source = source
 
     def read(self, size: int = -1) -> bytes:
         try:
             return super().read(size)
         except (EOFError, OSError, zlib.error) as exc:
-            raise IngestProblem(
-                kind="unreadable", source=self._source, message=f"damaged gzip stream: {exc}"
-            ) from None
+            raise _damaged_gzip(self._source, exc) from None
 
     def readline(self, size: int | None = -1) -> bytes:
         try:
             return super().readline(size)
         except (EOFError, OSError, zlib.error) as exc:
-            raise IngestProblem(
-                kind="unreadable", source=self._source, message=f"damaged gzip stream: {exc}"
-            ) from None
+            raise _damaged_gzip(self._source, exc) from None
+
+
+def _damaged_gzip(source: str, exc: BaseException) -> IngestProblem:
+    return IngestProblem(source, f"damaged gzip stream: {exc}", kind="unreadable")
 
 
 def _zip_units(path: Path, skipped: list[str]) -> list[InputUnit]:
@@ -179,11 +182,12 @@ class _ZipMember:
     def __init__(self, path: Path, member: str) -> None:
         self._archive = zipfile.ZipFile(path)
         self._member = member
+        self._name = f"{path}!{member}"
 
     def __enter__(self) -> BinaryIO:
         stream = self._archive.open(self._member)
         if self._member.lower().endswith(".gz"):
-            return gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[return-value]
+            return _GzipReader(self._name, fileobj=stream)  # type: ignore[arg-type,return-value]
         return stream  # type: ignore[return-value]
 
     def __exit__(self, *_exc: object) -> None:
@@ -261,7 +265,8 @@ class _TarCursor:
                 handle = self._archive.extractfile(member)
                 assert handle is not None
                 if member.name.lower().endswith(".gz"):
-                    return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+                    name = f"{self.path}!{member.name}"
+                    return _GzipReader(name, fileobj=handle)  # type: ignore[arg-type,return-value]
                 return handle  # type: ignore[return-value]
         raise IngestProblem(
             str(self.path),
