@@ -67,7 +67,8 @@ class IndexTerms:
     patient_id: str | None
     date_start: datetime | None
     date_end: datetime | None
-    # (param, value) pairs, hashed by the store; a coding yields `system|code` and bare `code`
+    # (param, value) pairs, hashed by the store; a coding yields `system|code` and bare `code`.
+    # Only what search and conditional references use: `code` and `identifier`.
     tokens: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -128,8 +129,6 @@ def _tokens(resource: dict) -> Iterator[tuple[str, str]]:
     if code_element:
         for concept in _as_list(resource.get(code_element)):
             yield from _coding_tokens("code", concept)
-    for category in _as_list(resource.get("category")):
-        yield from _coding_tokens("category", category)
     for identifier in _as_list(resource.get("identifier")):
         if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
             system = identifier.get("system") or ""

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import orjson
 
-from careloop.ingest.errors import IngestProblem
+from careloop.ingest.errors import IngestProblem, ProblemKind
 
 ACCEPTED_BUNDLE_TYPES = ("transaction", "batch", "collection")
 WRITE_METHODS = ("POST", "PUT")
@@ -26,6 +26,26 @@ class Entry:
     resource: dict
     full_url: str | None = None
     request_url: str | None = None
+
+
+def problem_at(
+    entry: Entry,
+    source: str,
+    label: str,
+    message: str,
+    field: str | None = None,
+    kind: ProblemKind = "invalid",
+) -> IngestProblem:
+    """A problem located at one entry (or NDJSON line) of a unit."""
+    return IngestProblem(
+        source,
+        message,
+        entry=entry.index,
+        resource_type=entry.resource.get("resourceType"),
+        field=field or None,
+        entry_label=label,
+        kind=kind,
+    )
 
 
 def read_limited(stream: BinaryIO, limit: int, source: str) -> bytes:

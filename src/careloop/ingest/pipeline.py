@@ -24,6 +24,7 @@ from careloop.ingest.documents import (
     entries_of_document,
     iter_ndjson_lines,
     parse_json,
+    problem_at,
     read_limited,
     resource_of_line,
 )
@@ -159,36 +160,17 @@ def _terminology_warnings(
     entries: list[Entry], found: list[FoundElements], source: str, label: str
 ) -> list[IngestProblem]:
     return [
-        _entry_problem(entry, source, label, path, message)
+        problem_at(entry, source, label, message, path)
         for entry, elements in zip(entries, found, strict=True)
         for path, message in terminology_warnings(entry.resource, elements)
     ]
-
-
-def _entry_problem(
-    entry: Entry, source: str, label: str, path: str | None, message: str
-) -> IngestProblem:
-    return IngestProblem(
-        source,
-        message,
-        entry=entry.index,
-        resource_type=entry.resource.get("resourceType"),
-        field=path or None,
-        entry_label=label,
-    )
 
 
 def _record_of(entry: Entry, source: str, label: str) -> ResourceRecord:
     try:
         return record_of(entry.resource)
     except (FhirDateError, KeyError, TypeError, ValueError) as exc:
-        raise IngestProblem(
-            source,
-            f"cannot index this resource: {exc}",
-            entry=entry.index,
-            resource_type=entry.resource.get("resourceType"),
-            entry_label=label,
-        ) from None
+        raise problem_at(entry, source, label, f"cannot index this resource: {exc}") from None
 
 
 def _validate_entries(
@@ -197,7 +179,7 @@ def _validate_entries(
     problems: list[IngestProblem] = []
     for entry in entries:
         for path, message in structural_errors(entry.resource, validation):
-            problems.append(_entry_problem(entry, source, label, path, message))
+            problems.append(problem_at(entry, source, label, message, path))
         if len(problems) >= MAX_PROBLEMS_PER_UNIT:
             break
     return problems[:MAX_PROBLEMS_PER_UNIT]

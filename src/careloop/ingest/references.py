@@ -20,7 +20,7 @@ from typing import Protocol
 import orjson
 
 from careloop.fhir.walk import FoundElements, Location, path_text, scan
-from careloop.ingest.documents import Entry
+from careloop.ingest.documents import Entry, problem_at
 from careloop.ingest.errors import IngestProblem, ProblemKind
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -267,12 +267,4 @@ def _problem(
     message: str,
     kind: ProblemKind = "reference",
 ) -> IngestProblem:
-    return IngestProblem(
-        source,
-        message,
-        entry=entry.index,
-        resource_type=entry.resource.get("resourceType"),
-        field=field_path,
-        entry_label=label,
-        kind=kind,
-    )
+    return problem_at(entry, source, label, message, field_path, kind)

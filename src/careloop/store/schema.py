@@ -85,8 +85,8 @@ resources = Table(
     Column("last_updated", UtcDateTime(), nullable=False),
     Column("date_start", UtcDateTime(), nullable=True),
     Column("date_end", UtcDateTime(), nullable=True),
-    UniqueConstraint("resource_type", "id_hash", "version", name="uq_resource_version"),
-    Index("ix_resources_current", "id_hash", "resource_type", "is_current"),
+    UniqueConstraint("id_hash", "resource_type", "version", name="uq_resource_version"),
+    # uq_resource_version (id_hash first) also serves every look-up of current rows by id
     Index("ix_resources_patient", "patient_hash", "resource_type", "date_start"),
 )
 

@@ -46,9 +46,8 @@ def upgrade() -> None:
         sa.Column("last_updated", sa.DateTime(), nullable=False),
         sa.Column("date_start", sa.DateTime(), nullable=True),
         sa.Column("date_end", sa.DateTime(), nullable=True),
-        sa.UniqueConstraint("resource_type", "id_hash", "version", name="uq_resource_version"),
+        sa.UniqueConstraint("id_hash", "resource_type", "version", name="uq_resource_version"),
     )
-    op.create_index("ix_resources_current", "resources", ["id_hash", "resource_type", "is_current"])
     op.create_index(
         "ix_resources_patient", "resources", ["patient_hash", "resource_type", "date_start"]
     )
