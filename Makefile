@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.ingest_stages
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)
