@@ -643,16 +643,21 @@ def test_method_not_allowed_is_an_outcome(client: TestClient) -> None:
     assert "GET" in response.headers["allow"]
 
 
-def test_an_unexpected_exception_is_a_500_without_internals(store: ResourceStore) -> None:
+def test_an_unexpected_exception_is_a_500_without_internals(
+    store: ResourceStore, caplog: pytest.LogCaptureFixture
+) -> None:
     app = create_app(store)
 
-    def explode() -> None:
+    def explode(patient_id: str) -> None:
         raise RuntimeError(f"secret detail about {PATIENT_NAME}")
 
-    app.add_api_route("/explode", explode)
-    with TestClient(app) as test_client:
-        outcome = assert_outcome(test_client.get("/explode"), 500, "exception")
+    app.add_api_route("/explode/{patient_id}", explode)
+    with TestClient(app) as test_client, caplog.at_level("ERROR", logger="careloop.web"):
+        outcome = assert_outcome(test_client.get(f"/explode/{PATIENT_ID}"), 500, "exception")
     assert "secret" not in orjson.dumps(outcome).decode()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "RuntimeError" in logged and "/explode/{patient_id}" in logged
+    assert PATIENT_NAME not in logged and PATIENT_ID not in logged
 
 
 # -- bulk NDJSON --------------------------------------------------------------------------------

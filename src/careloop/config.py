@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from careloop.store.crypto import KeyMaterialError, MasterKey
 
 DEFAULT_HOME = Path(".careloop")
@@ -102,8 +104,6 @@ def _as_int(name: str, value: str) -> int:
 
 def _redact_url(url: str) -> str:
     """The URL with any password replaced, safe to print."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # an unparseable URL is reported by the store; never echo it whole

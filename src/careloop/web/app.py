@@ -7,6 +7,7 @@ an unexpected exception's text may hold patient data, so a 500 says only that it
 from __future__ import annotations
 
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -104,12 +105,30 @@ class InternalErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            _log_without_phi(scope, exc)
             if started:
                 raise  # too late for a clean answer; the server closes the connection
             issue = Issue("fatal", "exception", "internal error; it has been logged")
             await outcome_response(500, [issue])(scope, receive, send)
+
+
+def _log_without_phi(scope: Scope, exc: Exception) -> None:
+    """Enough to find the bug, nothing about the patient.
+
+    The raw path holds ids and an exception's message may quote request values, so the log
+    names the route template, the exception type and where it was raised, never the message.
+    """
+    template = getattr(scope.get("route"), "path", "<no route>")
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "<unknown>"
+    logger.error(
+        "unhandled %s on %s %s, raised at %s",
+        type(exc).__name__,
+        scope.get("method"),
+        template,
+        where,
+    )
 
 
 def _drop_unused_validation_responses(app: FastAPI) -> None:
