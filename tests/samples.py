@@ -17,6 +17,14 @@ PATIENT_GIVEN = "Ottoline"
 PATIENT_BIRTH_DATE = "1948-07-23"
 PATIENT_MRN = "MRN-58213377"
 PATIENT_SSN = "999-41-7763"
+VITAL_SIGNS_CATEGORY = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "vital-signs",
+        }
+    ]
+}
 
 
 def patient(patient_id: str = PATIENT_ID) -> dict:
@@ -39,16 +47,7 @@ def heart_rate(index: int, value: float, when: str, subject: str) -> dict:
         "resourceType": "Observation",
         "id": f"hr-{index}",
         "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
+        "category": [VITAL_SIGNS_CATEGORY],
         "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
         "subject": {"reference": subject},
         "effectiveDateTime": when,

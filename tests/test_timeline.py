@@ -38,6 +38,7 @@ from careloop.timeline import (
     parse_fhir_date,
     parse_fhir_datetime,
 )
+from samples import VITAL_SIGNS_CATEGORY
 
 PATIENT_ID = "7f1c2b9e-4d8a-4b1e-9c57-1a2f3e4d5c6b"
 SUBJECT = {"reference": f"Patient/{PATIENT_ID}"}
@@ -65,16 +66,7 @@ def vital(
         "resourceType": "Observation",
         "id": resource_id,
         "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
+        "category": [VITAL_SIGNS_CATEGORY],
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": SUBJECT,
         "effectiveDateTime": effective,

@@ -19,6 +19,7 @@ from careloop.store.repository import ResourceStore
 from careloop.web import create_app
 from careloop.web.resource_types import NOT_VALIDATED, R4_RESOURCE_TYPES
 from careloop.web.search_params import SearchParamError, parse_search
+from samples import VITAL_SIGNS_CATEGORY
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -63,16 +64,7 @@ def vital(code: str, value: float, effective: str) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
         "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
+        "category": [VITAL_SIGNS_CATEGORY],
         "code": {"coding": [{"system": LOINC, "code": code}]},
         "subject": {"reference": urn(PATIENT_ID)},
         "encounter": {"reference": urn(ENCOUNTER_ID)},
