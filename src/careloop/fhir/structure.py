@@ -27,7 +27,7 @@ from fhir.resources.R4B import get_fhir_model_class
 INT32 = (-(2**31), 2**31 - 1)
 
 _CODE = re.compile(r"^[^\s]+(\s[^\s]+)*$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # the `id` datatype
 _URI = re.compile(r"^\S+$")
 _OID = re.compile(r"^urn:oid:[0-2](\.(0|[1-9][0-9]*))+$")
 _UUID = re.compile(r"^urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -98,7 +98,7 @@ PRIMITIVE_CHECKS: dict[str, Callable[[object], bool]] = {
     "markdown": _is_text,
     "xhtml": lambda value: type(value) is str and value.lstrip().startswith("<div"),
     "code": _matches(_CODE),
-    "id": _matches(_ID),
+    "id": _matches(FHIR_ID),
     "uri": _matches(_URI),
     "url": _matches(_URI),
     "canonical": _matches(_URI),
@@ -147,14 +147,17 @@ def conforms(resource: dict) -> bool:
 
 
 @cache
-def _resource_model(resource_type: str) -> type | None:
-    if resource_type == "Bundle":
-        return None
+def model_class(resource_type: str) -> type | None:
+    """fhir.resources' model for a resource type name, or None for a name that is not one."""
     try:
-        model = get_fhir_model_class(resource_type)
+        return get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
         return None
-    return model if _rules_for(model) is not None else None
+
+
+def _resource_model(resource_type: str) -> type | None:
+    model = None if resource_type == "Bundle" else model_class(resource_type)
+    return model if model is not None and _rules_for(model) is not None else None
 
 
 def _conforms_to(node: object, model: type, is_resource: bool = False) -> bool:

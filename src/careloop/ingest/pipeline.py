@@ -319,16 +319,10 @@ class Ingestor:
         unit = InputUnit(source, "ndjson", None, lambda: _Unclosed(stream))
         report = IngestReport()
         started = time.perf_counter()
-        chunks = self._ndjson_chunks_or_problem(unit)
+        chunks = self._chunks([unit])
         self._apply_all(((c, _completed(c)) for c in chunks), report, _Silent())
         report.seconds = time.perf_counter() - started
         return report
-
-    def _ndjson_chunks_or_problem(self, unit: InputUnit) -> Iterator[_Chunk]:
-        try:
-            yield from self._ndjson_chunks(unit)
-        except IngestProblem as problem:
-            yield _Chunk(unit, last=True, nbytes=0, work=None, payload=(), problem=problem)
 
 
 class _UnitWriter:

@@ -19,11 +19,11 @@ from typing import Protocol
 
 import orjson
 
+from careloop.fhir.structure import FHIR_ID
 from careloop.fhir.walk import FoundElements, Location, path_text, scan
 from careloop.ingest.documents import Entry, problem_at
 from careloop.ingest.errors import IngestProblem, ProblemKind
 
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 RELATIVE_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(/_history/[^/]+)?$")
 CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?identifier=(.+)$")
 # Ids made up for entries that arrive without one, stable across re-ingest of the same content.

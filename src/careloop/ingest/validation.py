@@ -11,27 +11,17 @@ about every resource; "off" checks only the resourceType, for measuring what val
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Literal
 
-from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from careloop.fhir.structure import conforms
+from careloop.fhir.structure import conforms, model_class
 from careloop.fhir.terminology import binding_errors, coding_errors
 from careloop.fhir.walk import FoundElements, path_text
 
 Validation = Literal["fast", "library", "off"]
 
 MAX_ERRORS_PER_RESOURCE = 5
-
-
-@cache
-def _model_for(resource_type: str) -> type | None:
-    try:
-        return get_fhir_model_class(resource_type)
-    except (KeyError, ValueError, AttributeError, ImportError):
-        return None
 
 
 def structural_errors(resource: object, validation: Validation = "fast") -> list[tuple[str, str]]:
@@ -45,7 +35,7 @@ def structural_errors(resource: object, validation: Validation = "fast") -> list
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         return [("resourceType", "missing resourceType")]
-    model = _model_for(resource_type)
+    model = model_class(resource_type)
     if model is None or resource_type == "Bundle":
         return [
             ("resourceType", f"{resource_type!r} is not a FHIR R4 resource type careloop stores")

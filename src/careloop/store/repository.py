@@ -446,21 +446,9 @@ class StoreTransaction:
 
     def existing_ids(self, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of the (type, id) pairs exist as current resources."""
-        wanted = {self._store.id_hash(t, i): (t, i) for t, i in refs}
-        found: set[tuple[str, str]] = set()
-        hashes = list(wanted)
-        for start in range(0, len(hashes), 500):
-            rows = self._connection.execute(
-                select(resources.c.resource_type, resources.c.id_hash).where(
-                    resources.c.id_hash.in_(hashes[start : start + 500]),
-                    resources.c.is_current.is_(True),
-                )
-            )
-            for resource_type, id_hash in rows:
-                ref = wanted[id_hash]
-                if ref[0] == resource_type:
-                    found.add(ref)
-        return found
+        wanted = {(t, self._store.id_hash(t, i)): (t, i) for t, i in refs}
+        current = self._current_rows([id_hash for _type, id_hash in wanted])
+        return {ref for key, ref in wanted.items() if key in current}
 
     def find_by_identifier(self, resource_type: str, identifier_token: str) -> list[str]:
         """Ids of current resources of a type with this `system|value` identifier."""
@@ -484,7 +472,7 @@ class StoreTransaction:
         store = self._store
         now = now or datetime.now(UTC)
         keyed = [(store.id_hash(r.resource_type, r.resource_id), r) for r in records]
-        current = self._current_versions([h for h, _ in keyed])
+        current = self._current_rows([h for h, _ in keyed])
         outcomes: list[WriteResult] = []
         replaced_pks: list[int] = []
         new_rows: list[tuple] = []
@@ -512,12 +500,11 @@ class StoreTransaction:
     def put_resources(self, resources_: Sequence[dict]) -> list[WriteResult]:
         return self.put_many([record_of(resource) for resource in resources_])
 
-    def _current_versions(
-        self, id_hashes: list[str]
-    ) -> dict[tuple[str, str], tuple[int, int, str]]:
+    def _current_rows(self, id_hashes: list[str]) -> dict[tuple[str, str], tuple[int, int, str]]:
+        """(pk, version, content hash) of the current rows, by (type, id hash)."""
         found: dict[tuple[str, str], tuple[int, int, str]] = {}
         unique = list(dict.fromkeys(id_hashes))
-        for start in range(0, len(unique), 500):
+        for start in range(0, len(unique), 500):  # stay far below every driver's parameter limit
             rows = self._connection.execute(
                 select(
                     resources.c.resource_type,
@@ -600,9 +587,9 @@ class StoreTransaction:
         # processing cost more than the database itself here. RETURNING is avoided because with
         # parameter order it falls back to a statement per row on SQLite.
         self._executemany(resources.name, _RESOURCE_COLUMNS, rows)
-        pks = self._new_pks([(row[0], row[1]) for row in rows])
+        inserted = self._current_rows([row[1] for row in rows])
         tokens = [
-            (pks[(row[0], row[1])], param, value_hash)
+            (inserted[(row[0], row[1])][0], param, value_hash)
             for row, hashed in zip(rows, token_lists, strict=True)
             for param, value_hash in hashed
         ]
@@ -626,21 +613,6 @@ class StoreTransaction:
         with cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
-
-    def _new_pks(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-        """Primary keys of just-inserted current rows, by (type, id hash)."""
-        pks: dict[tuple[str, str], int] = {}
-        id_hashes = list({id_hash for _type, id_hash in keys})
-        for start in range(0, len(id_hashes), 500):
-            found = self._connection.execute(
-                select(resources.c.resource_type, resources.c.id_hash, resources.c.pk).where(
-                    resources.c.id_hash.in_(id_hashes[start : start + 500]),
-                    resources.c.is_current.is_(True),
-                )
-            )
-            for resource_type, id_hash, pk in found:
-                pks[(resource_type, id_hash)] = pk
-        return pks
 
 
 def _check_encryption_setting(engine: Engine, encrypt: bool) -> None:

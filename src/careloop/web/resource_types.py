@@ -6,7 +6,7 @@ few types, while the REST API speaks R4.
 
 from __future__ import annotations
 
-import re
+from careloop.fhir.structure import FHIR_ID
 
 R4_RESOURCE_TYPES: frozenset[str] = frozenset(
     """
@@ -57,5 +57,4 @@ STORED_RESOURCE_TYPES: tuple[str, ...] = tuple(
     sorted(R4_RESOURCE_TYPES - NOT_VALIDATED - {"Bundle"})
 )
 
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 FHIR_ID_PATTERN = FHIR_ID.pattern
