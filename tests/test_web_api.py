@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
-from careloop.ingest.validation import _model_for
+from careloop.fhir.structure import model_class
 from careloop.store.repository import ResourceStore
 from careloop.web import create_app
 from careloop.web.resource_types import NOT_VALIDATED, R4_RESOURCE_TYPES
@@ -791,7 +791,7 @@ def test_metadata_is_a_valid_r4_capability_statement(client: TestClient) -> None
 
 
 def test_the_types_without_a_validator_model_are_exactly_those_listed() -> None:
-    assert {t for t in R4_RESOURCE_TYPES if _model_for(t) is None} == NOT_VALIDATED
+    assert {t for t in R4_RESOURCE_TYPES if model_class(t) is None} == NOT_VALIDATED
 
 
 # -- search parameter parsing (pure) ----------------------------------------------------------
