@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest_stages
+	$(BIN)/python -m bench.access_layer
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

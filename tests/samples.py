@@ -139,3 +139,31 @@ def write_zip(path: Path, members: dict[str, bytes]) -> Path:
 def write_gz(path: Path, data: bytes) -> Path:
     path.write_bytes(gzip.compress(data))
     return path
+
+
+def heart_rate_of(resource_id: str, patient_id: str, when: str = "2024-03-01T08:00:00Z") -> dict:
+    """A heart-rate Observation with a given id, for tests that address resources by id."""
+    return {
+        "resourceType": "Observation",
+        "id": resource_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": when,
+        "valueQuantity": {"value": 91, "unit": "/min"},
+    }
+
+
+def put_transaction(resources: list[dict]) -> dict:
+    """A transaction Bundle writing each resource at its own id (PUT Type/id)."""
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": resource,
+                "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"},
+            }
+            for resource in resources
+        ],
+    }

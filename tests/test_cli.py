@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -107,9 +109,29 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get_json(url: str, headers: dict[str, str] | None = None, **kw: object) -> dict:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5, **kw) as response:
         return json.loads(response.read())
+
+
+def _demo_sign_in(base: str, username: str) -> dict[str, str]:
+    """Sign in as a demo account the way a browser does; the session cookie to send back."""
+    from datetime import UTC, datetime
+
+    from careloop.identity.totp import code_at
+    from careloop.identity.users import DEMO_PASSWORD, demo_totp_secret
+
+    code = code_at(demo_totp_secret(username), datetime.now(UTC))
+    form = urllib.parse.urlencode({"username": username, "password": DEMO_PASSWORD, "code": code})
+    request = urllib.request.Request(
+        f"{base}/auth/login",
+        data=form.encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        cookie = response.headers["set-cookie"].split(";", 1)[0]
+    return {"cookie": cookie}
 
 
 def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
@@ -134,15 +156,96 @@ def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
                 assert server.poll() is None, server.stdout.read()
                 assert time.monotonic() < deadline, "demo server did not come up"
                 time.sleep(0.5)
-        patients = _get_json(f"http://127.0.0.1:{port}/fhir/Patient?_count=100")
+        base = f"http://127.0.0.1:{port}"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            _get_json(f"{base}/fhir/Patient?_count=100")
+        session = _demo_sign_in(base, "clinician")
+        patients = _get_json(f"{base}/fhir/Patient?_count=100", session)
         assert patients["total"] == 10
         patient_id = patients["entry"][0]["resource"]["id"]
-        vitals = _get_json(
-            f"http://127.0.0.1:{port}/fhir/Observation?patient={patient_id}&_count=5"
-        )
+        vitals = _get_json(f"{base}/fhir/Observation?patient={patient_id}&_count=5", session)
         assert vitals["resourceType"] == "Bundle" and vitals["type"] == "searchset"
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert "demo-master.key" in output and "/fhir/metadata" in output
+    assert "clinician" in output and "TOTP seed" in output
     assert (tmp_path / "home" / "careloop.db").exists()
+
+
+def test_serve_refuses_plain_http_and_serves_over_tls(cli_env: dict[str, str], tmp_path: Path):
+    refused = run(["serve", "--port", str(_free_port())], cli_env)
+    assert refused.returncode == 2 and "HTTPS" in refused.stderr
+    not_loopback = run(["serve", "--dev-tls", "--host", "0.0.0.0"], cli_env)
+    assert not_loopback.returncode == 2 and "loopback" in not_loopback.stderr
+    port = _free_port()
+    server = subprocess.Popen(
+        [CARELOOP, "serve", "--dev-tls", "--port", str(port)],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        import ssl
+
+        cert = Path(cli_env["CARELOOP_HOME"]) / "tls" / "dev-cert.pem"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                context = ssl.create_default_context(cafile=str(cert))
+                health = _get_json(f"https://127.0.0.1:{port}/healthz", context=context)
+                break
+            except (OSError, ssl.SSLError):
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the TLS server did not come up"
+                time.sleep(0.3)
+        assert health["status"] == "ok"
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/fhir/metadata")
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            assert response.headers["strict-transport-security"].startswith("max-age=")
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            _get_json(f"https://127.0.0.1:{port}/fhir/Patient", context=context)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_patient_rights_and_audit_from_the_command_line(cli_env, tmp_path):
+    """Export, de-identified export, erasure and retention from the shell, each audited, and the
+    trail still verifies afterwards; `audit review` writes the signed report."""
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(orjson.dumps(transaction_bundle(3)))
+    assert run(["ingest", str(bundle)], cli_env).returncode == 0
+
+    record = tmp_path / "record.json"
+    exported = run(["export-record", PATIENT_ID, "--out", str(record)], cli_env)
+    assert exported.returncode == 0, exported.stderr
+    entries = orjson.loads(record.read_bytes())["entry"]
+    assert {e["resource"]["resourceType"] for e in entries} >= {"Patient", "Observation"}
+
+    deid = tmp_path / "deid"
+    result = run(["deid", "export", "--out", str(deid)], cli_env)
+    assert result.returncode == 0, result.stderr
+    exported_text = "".join(p.read_text() for p in deid.glob("*.ndjson"))
+    assert '"Patient"' in exported_text and PATIENT_ID not in exported_text
+    assert "Quillfeather" not in exported_text
+
+    dry = run(["retention", "run", "--years", "1"], cli_env)
+    assert dry.returncode == 0 and "dry run" in dry.stdout
+    assert run(["erase", PATIENT_ID], cli_env).returncode == 2  # needs --yes
+    erased = run(["erase", PATIENT_ID, "--yes"], cli_env)
+    assert erased.returncode == 0 and "crypto-shredded" in erased.stdout
+    assert run(["timeline", PATIENT_ID], cli_env).returncode == 1
+    assert run(["ingest", str(bundle)], cli_env).returncode == 1  # an erased patient stays erased
+
+    verified = run(["audit", "verify"], cli_env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    report = tmp_path / "review.md"
+    reviewed = run(
+        ["audit", "review", "--since", "2000-01-01", "--until", "2100-01-01", "--out", str(report)],
+        cli_env,
+    )
+    assert reviewed.returncode == 0, reviewed.stderr
+    text = report.read_text()
+    assert "local:" in text and "Signature" in text and "Quillfeather" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -14,9 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
+from api_clients import BASE_URL, auth, bearer_token, practitioner_for
+from careloop.access.roles import Role
 from careloop.fhir.structure import model_class
 from careloop.store.repository import ResourceStore
 from careloop.web import create_app
+from careloop.web.app import AppSettings
 from careloop.web.resource_types import NOT_VALIDATED, R4_RESOURCE_TYPES
 from careloop.web.search_params import SearchParamError, parse_search
 from samples import VITAL_SIGNS_CATEGORY
@@ -30,7 +34,6 @@ PATIENT_ID = "6a1f0f6e-1d0b-4f7e-9a53-0c3b2e1d4f01"
 ENCOUNTER_ID = "6a1f0f6e-1d0b-4f7e-9a53-0c3b2e1d4f02"
 PATIENT_NAME = "Quintessa-Marlowe"  # must never appear in an error
 FHIR_JSON = {"content-type": "application/fhir+json"}
-NDJSON = {"content-type": "application/fhir+ndjson"}
 
 # (id suffix, LOINC code, value, effective time) of the five vitals in the bundle
 VITALS = [
@@ -132,9 +135,27 @@ def post_bundle(client: TestClient, bundle: dict[str, Any]) -> Any:
     return client.post("/fhir", content=orjson.dumps(bundle), headers=FHIR_JSON)
 
 
+@contextmanager
+def api_client(store: ResourceStore, **settings: Any) -> Iterator[TestClient]:
+    """The API as a clinician's EHR client sees it (bearer token, HTTPS); `bulk(client)` adds
+    an integration client's token for Bulk NDJSON, which clinicians may not load."""
+    app = create_app(store, AppSettings(public_url=BASE_URL, **settings))
+    with TestClient(app, base_url=BASE_URL) as test_client:
+        clinician = bearer_token(
+            test_client, store, Role.CLINICIAN, fhir_user=practitioner_for(Role.CLINICIAN)
+        )
+        test_client.headers.update(auth(clinician))
+        test_client.bulk_auth = auth(bearer_token(test_client, store, Role.INTEGRATION))  # type: ignore[attr-defined]
+        yield test_client
+
+
+def bulk(client: TestClient, content_type: str = "application/fhir+ndjson") -> dict[str, str]:
+    return {"content-type": content_type, **client.bulk_auth}  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def client(store: ResourceStore) -> Iterator[TestClient]:
-    with TestClient(create_app(store)) as test_client:
+    with api_client(store) as test_client:
         yield test_client
 
 
@@ -338,12 +359,12 @@ def test_searchset_shape(client: TestClient, loaded: dict[str, Any]) -> None:
     found = search(client, "/fhir/Condition", patient=PATIENT_ID)
     assert found["type"] == "searchset" and found["total"] == 1
     [match] = found["entry"]
-    assert match["fullUrl"] == f"http://testserver/fhir/Condition/{obs_id('21')}"
+    assert match["fullUrl"] == f"https://testserver/fhir/Condition/{obs_id('21')}"
     assert match["search"] == {"mode": "match"}
     assert match["resource"]["subject"]["reference"] == f"Patient/{PATIENT_ID}"
     [self_link] = found["link"]
     assert self_link["relation"] == "self"
-    assert self_link["url"].startswith("http://testserver/fhir/Condition?patient=")
+    assert self_link["url"].startswith("https://testserver/fhir/Condition?patient=")
     empty = search(client, "/fhir/Condition", patient="nobody")
     assert empty["total"] == 0 and "entry" not in empty
 
@@ -400,7 +421,7 @@ def test_paging_walks_every_result_with_next_links(
     assert [i for page in pages for i in ids_of(page)] == [obs_id(v[0]) for v in VITALS]
     for page in pages:
         for link in page["link"]:
-            assert link["url"].startswith("http://testserver/fhir/Observation?")
+            assert link["url"].startswith("https://testserver/fhir/Observation?")
             assert f"patient=Patient%2F{PATIENT_ID}" in link["url"] and "_count=2" in link["url"]
     relations = [[x["relation"] for x in page["link"]] for page in pages]
     assert relations == [["self", "next"], ["self", "next", "previous"], ["self", "previous"]]
@@ -562,7 +583,7 @@ def test_a_non_utf8_charset_is_415(client: TestClient) -> None:
 
 def test_an_oversize_body_is_413_by_length_and_while_streaming(store: ResourceStore) -> None:
     body = orjson.dumps(care_bundle())
-    with TestClient(create_app(store, max_body_bytes=len(body) - 1)) as small:
+    with api_client(store, max_body_bytes=len(body) - 1) as small:
         assert_outcome(small.post("/fhir", content=body, headers=FHIR_JSON), 413, "too-long")
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
@@ -573,7 +594,7 @@ def test_an_oversize_body_is_413_by_length_and_while_streaming(store: ResourceSt
         assert store.counts_by_type() == {}
         response = small.post("/fhir", content=body, headers={**FHIR_JSON, "content-length": "ten"})
         assert response.status_code in (400, 413)
-    with TestClient(create_app(store, max_body_bytes=len(body))) as exact:
+    with api_client(store, max_body_bytes=len(body)) as exact:
         assert exact.post("/fhir", content=body, headers=FHIR_JSON).status_code == 200
 
 
@@ -638,13 +659,16 @@ def test_method_not_allowed_is_an_outcome(client: TestClient) -> None:
 def test_an_unexpected_exception_is_a_500_without_internals(
     store: ResourceStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(store)
+    app = create_app(store, AppSettings(public_url=BASE_URL))
 
     def explode(patient_id: str) -> None:
         raise RuntimeError(f"secret detail about {PATIENT_NAME}")
 
     app.add_api_route("/explode/{patient_id}", explode)
-    with TestClient(app) as test_client, caplog.at_level("ERROR", logger="careloop.web"):
+    with (
+        TestClient(app, base_url=BASE_URL) as test_client,
+        caplog.at_level("ERROR", logger="careloop.web"),
+    ):
         outcome = assert_outcome(test_client.get(f"/explode/{PATIENT_ID}"), 500, "exception")
     assert "secret" not in orjson.dumps(outcome).decode()
     logged = "\n".join(record.getMessage() for record in caplog.records)
@@ -677,7 +701,7 @@ def ndjson_body(resources: list[dict[str, Any]]) -> bytes:
 
 def test_ndjson_file_loads(client: TestClient, store: ResourceStore) -> None:
     response = client.post(
-        "/fhir/$ingest-ndjson", content=ndjson_body(ndjson_lines()), headers=NDJSON
+        "/fhir/$ingest-ndjson", content=ndjson_body(ndjson_lines()), headers=bulk(client)
     )
     assert response.status_code == 200, response.text
     outcome = response.json()
@@ -692,7 +716,7 @@ def test_ndjson_file_loads(client: TestClient, store: ResourceStore) -> None:
     again = client.post(
         "/fhir/$ingest-ndjson",
         content=ndjson_body(ndjson_lines()),
-        headers={"content-type": "application/x-ndjson"},
+        headers=bulk(client, "application/x-ndjson"),
     )
     assert (
         "Observation: 0 created, 0 updated, 5 unchanged" in again.json()["issue"][0]["diagnostics"]
@@ -704,7 +728,9 @@ def test_ndjson_malformed_codes_load_with_warnings(
 ) -> None:
     resources = ndjson_lines()
     resources[2]["code"]["coding"][0]["code"] = "8867-5"  # wrong LOINC check digit
-    response = client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=NDJSON)
+    response = client.post(
+        "/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=bulk(client)
+    )
     assert response.status_code == 200, response.text
     summary, *warnings = response.json()["issue"]
     assert "1 warnings" in summary["diagnostics"]
@@ -720,7 +746,7 @@ def test_ndjson_with_a_bad_line_is_rejected_whole_naming_the_line(
     resources = ndjson_lines()
     resources[3]["status"] = "sort-of-final"
     outcome = assert_outcome(
-        client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=NDJSON),
+        client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=bulk(client)),
         422,
         "invalid",
     )
@@ -739,7 +765,7 @@ def test_ndjson_that_is_not_json_lines_is_400(
 ) -> None:
     body = ndjson_body(ndjson_lines()[:2]) + bad_line
     outcome = assert_outcome(
-        client.post("/fhir/$ingest-ndjson", content=body, headers=NDJSON), status, "structure"
+        client.post("/fhir/$ingest-ndjson", content=body, headers=bulk(client)), status, "structure"
     )
     assert "line 3" in outcome["issue"][0]["diagnostics"]
     assert store.counts_by_type() == {}
@@ -748,7 +774,7 @@ def test_ndjson_that_is_not_json_lines_is_400(
 def test_ndjson_dangling_reference_is_rejected(client: TestClient, store: ResourceStore) -> None:
     resources = [r for r in ndjson_lines() if r["resourceType"] != "Patient"]
     outcome = assert_outcome(
-        client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=NDJSON),
+        client.post("/fhir/$ingest-ndjson", content=ndjson_body(resources), headers=bulk(client)),
         422,
         "not-found",
     )
@@ -758,13 +784,13 @@ def test_ndjson_dangling_reference_is_rejected(client: TestClient, store: Resour
 
 def test_ndjson_content_type_and_size_limits(store: ResourceStore) -> None:
     body = ndjson_body(ndjson_lines())
-    with TestClient(create_app(store, max_ndjson_bytes=len(body) - 1)) as small:
-        headers = {"content-type": "application/fhir+json"}
+    with api_client(store, max_ndjson_bytes=len(body) - 1) as small:
+        headers = bulk(small, "application/fhir+json")
         assert_outcome(small.post("/fhir/$ingest-ndjson", content=body, headers=headers), 415)
-        too_big = small.post("/fhir/$ingest-ndjson", content=body, headers=NDJSON)
+        too_big = small.post("/fhir/$ingest-ndjson", content=body, headers=bulk(small))
         assert_outcome(too_big, 413, "too-long")
         streamed = small.post(
-            "/fhir/$ingest-ndjson", content=iter([body[:500], body[500:]]), headers=NDJSON
+            "/fhir/$ingest-ndjson", content=iter([body[:500], body[500:]]), headers=bulk(small)
         )
         assert_outcome(streamed, 413)
     assert store.counts_by_type() == {}
@@ -787,7 +813,7 @@ def test_metadata_is_a_valid_r4_capability_statement(client: TestClient) -> None
     assert {p["name"] for p in observation["searchParam"]} == {"patient", "subject", "code", "date"}
     assert {p["name"] for p in resources["Patient"]["searchParam"]} == {"patient", "subject"}
     assert "Bundle" not in resources
-    assert statement["implementation"]["url"] == "http://testserver/fhir"
+    assert statement["implementation"]["url"] == "https://testserver/fhir"
 
 
 def test_the_types_without_a_validator_model_are_exactly_those_listed() -> None:

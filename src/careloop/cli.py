@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import orjson
@@ -19,6 +20,11 @@ from careloop.config import ConfigError, Settings, load_settings
 from careloop.ingest import IngestOptions, Ingestor, IngestReport
 from careloop.store.crypto import KeyMaterialError, MasterKey, write_key_file
 from careloop.store.repository import ResourceStore, StoreError
+
+if TYPE_CHECKING:
+    from careloop.identity.users import DemoAccount
+    from careloop.web.app import AppSettings
+    from careloop.web.tls import TlsFiles
 
 stdout = Console(soft_wrap=True)  # never break a path or URL across lines
 stderr = Console(stderr=True, soft_wrap=True)
@@ -71,12 +77,39 @@ def ingest(paths: tuple[Path, ...], workers: int | None, as_json: bool, no_progr
     if chosen is not None:
         options = IngestOptions(workers=chosen)
     report = run_ingest(Ingestor(store, options), list(paths), show_progress=not no_progress)
+    audit_cli_ingest(store, report)
     store.close()
     if as_json:
         stdout.print_json(orjson.dumps(report.as_dict()).decode())
     else:
         print_report(report)
     sys.exit(0 if report.ok else 1)
+
+
+def audit_cli_ingest(store: ResourceStore, report: IngestReport) -> None:
+    """A load from the shell is audited like one over HTTP: who, when, how much."""
+    from careloop.access.principal import AccessContext, Purpose
+    from careloop.access.roles import Role
+    from careloop.audit.events import AuditAction, AuditOutcome, AuditRecord
+    from careloop.audit.log import AuditLog
+    from careloop.cli_rights import local_principal
+
+    principal = local_principal(Role.INTEGRATION)
+    AuditLog(store).append(
+        AuditRecord(
+            action=AuditAction.INGEST,
+            outcome=AuditOutcome.SUCCESS if report.ok else AuditOutcome.MINOR_FAILURE,
+            agent=principal.subject,
+            role=principal.role.value,
+            agent_kind=principal.kind,
+            fhir_user=None,
+            purpose=AccessContext(Purpose.OPERATIONS).purpose.value,
+            patient_id=None,
+            source_address="cli",
+            flags=frozenset({"bulk"}),
+            detail=f"{report.resources} resources; {len(report.rejected)} units rejected",
+        )
+    )
 
 
 def run_ingest(ingestor: Ingestor, paths: list[Path], show_progress: bool) -> IngestReport:
@@ -137,19 +170,67 @@ def print_report(report: IngestReport) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def serve(host: str, port: int) -> None:
-    """Run the API server (FHIR REST; CDS Hooks arrive in later releases)."""
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--dev-tls",
+    is_flag=True,
+    help="Use a self-signed loopback certificate (made under the careloop home) for development.",
+)
+def serve(host: str, port: int, dev_tls: bool) -> None:
+    """Run the API server over HTTPS (certificate from CARELOOP_TLS_CERT_FILE/KEY_FILE)."""
+    from careloop.web.tls import TlsFiles, development_certificate, is_loopback
+
     settings = current_settings()
-    serve_store(open_store(settings), host, port)
+    if settings.tls_cert_file and settings.tls_key_file:
+        tls = TlsFiles(settings.tls_cert_file, settings.tls_key_file)
+    elif dev_tls:
+        if not is_loopback(host):
+            fail("--dev-tls certificates are for loopback only; configure a real certificate")
+        tls = development_certificate(settings.home / "tls")
+    else:
+        fail(
+            "careloop serves patient data only over HTTPS: set CARELOOP_TLS_CERT_FILE and "
+            "CARELOOP_TLS_KEY_FILE, or pass --dev-tls on loopback"
+        )
+    public_url = settings.public_url or f"https://{host}:{port}"
+    serve_store(open_store(settings), host, port, app_settings(settings, public_url), tls)
 
 
-def serve_store(store: ResourceStore, host: str, port: int) -> None:
+def app_settings(settings: Settings, public_url: str, *, demo: bool = False) -> AppSettings:
+    from datetime import timedelta
+
+    from careloop.access.consent import ConsentPolicy, DefaultPolicy
+    from careloop.web.app import AppSettings
+
+    return AppSettings(
+        public_url=public_url,
+        plain_http_allowed=demo,
+        consent_policy=ConsentPolicy(default=DefaultPolicy(settings.consent_default)),
+        session_idle=timedelta(minutes=settings.session_idle_minutes),
+        break_glass_duration=timedelta(minutes=settings.break_glass_minutes),
+    )
+
+
+def serve_store(
+    store: ResourceStore,
+    host: str,
+    port: int,
+    settings: AppSettings,
+    tls: TlsFiles | None = None,
+) -> None:
     import uvicorn
 
     from careloop.web.app import create_app
 
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        create_app(store, settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,  # request lines hold patient ids in paths and queries
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
 
 
 @main.command()
@@ -174,8 +255,13 @@ def synth(patients: int, out: Path, seed: int) -> None:
 @click.option("--no-serve", is_flag=True, help="Set up and load, then exit.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path, ...]) -> None:
-    """Create the embedded store, load data (the synthetic population by default), serve it."""
+    """Create the embedded store, load data (the synthetic population by default), create demo
+    accounts, and serve it over plain HTTP on loopback (the one place that is allowed)."""
+    from careloop.web.tls import is_loopback
+
     settings = current_settings()
+    if not is_loopback(host):
+        fail("demo mode serves plain HTTP, so only on loopback; use `careloop serve` with TLS")
     master_key = demo_master_key(settings)
     store = open_store(settings, master_key)
     if not paths:
@@ -188,10 +274,30 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
     print_report(report)
     if not report.ok:
         fail("the demo data did not load cleanly", code=1)
-    print_demo_tour(store, settings, host, port)
+    accounts = demo_accounts(store)
+    print_demo_tour(store, settings, host, port, accounts)
     if not no_serve:
-        serve_store(store, host, port)
+        serve_store(store, host, port, app_settings(settings, f"http://{host}:{port}", demo=True))
     store.close()
+
+
+def demo_accounts(store: ResourceStore) -> list[DemoAccount]:
+    """One account per role, with known passwords and TOTP seeds: demo mode only. The demo
+    clinician and nurse care for the first patients, so the audit review has both kinds of
+    access to show."""
+    from careloop.access.relationships import CareRelationships
+    from careloop.identity.users import UserDirectory, ensure_demo_users
+
+    patients = [item.body["id"] for item in store.search("Patient", count=10).resources]
+    if not patients:
+        fail("the demo needs at least one patient for the demo patient account")
+    accounts = ensure_demo_users(UserDirectory(store), f"Patient/{patients[0]}", demo_mode=True)
+    relationships = CareRelationships(store)
+    for account in accounts:
+        if account.fhir_user and account.fhir_user.startswith("Practitioner/"):
+            for patient_id in patients[:5]:
+                relationships.assign(account.fhir_user, patient_id)
+    return accounts
 
 
 def demo_master_key(settings: Settings) -> MasterKey:
@@ -212,14 +318,30 @@ def demo_master_key(settings: Settings) -> MasterKey:
     raise AssertionError("unreachable")
 
 
-def print_demo_tour(store: ResourceStore, settings: Settings, host: str, port: int) -> None:
+def print_demo_tour(
+    store: ResourceStore,
+    settings: Settings,
+    host: str,
+    port: int,
+    accounts: list[DemoAccount],
+) -> None:
     base = f"http://{host}:{port}"
     patients = store.search("Patient", count=1)
     example = patients.resources[0].body["id"] if patients.resources else "<id>"
     stdout.print(f"\nstore: {settings.redacted_database_url}", highlight=False)
-    stdout.print("open:", highlight=False)
+    stdout.print(
+        "demo accounts (demo mode only; sign in at POST /auth/login with username, password "
+        "and the current TOTP code of the seed):",
+        highlight=False,
+    )
+    for account in accounts:
+        stdout.print(
+            f"  {account.username:<18} {account.password:<32} TOTP seed {account.totp_secret}",
+            highlight=False,
+        )
+    stdout.print("open (after signing in):", highlight=False)
     for path in (
-        "/docs",
+        "/openapi.json",
         "/fhir/metadata",
         "/fhir/Patient?_count=10",
         f"/fhir/Observation?patient={example}&code=http://loinc.org|8867-4&_count=24",
@@ -279,12 +401,24 @@ def keys_status() -> None:
 @main.command()
 @click.argument("patient_id")
 def timeline(patient_id: str) -> None:
-    """Print a patient's timeline summary (what features and rules will read)."""
+    """Print a patient's timeline summary (what features and rules will read), as a clinician
+    treating the patient: consent applies and the read is audited."""
+    from careloop.access.errors import AccessDenied
+    from careloop.access.principal import Purpose
+    from careloop.access.roles import Role
+    from careloop.cli_rights import local_context, local_principal, open_access
     from careloop.timeline import build_timeline
 
-    store = open_store(current_settings())
-    resources = list(store.patient_resources(patient_id))
-    store.close()
+    access = open_access(current_settings())
+    try:
+        release = access.patient_compartment(
+            local_principal(Role.CLINICIAN), local_context(Purpose.TREATMENT), patient_id
+        )
+    except AccessDenied as exc:
+        fail(str(exc), code=1)
+    finally:
+        access.store.close()
+    resources = [item.body for item in release.resources]
     if not resources:
         fail(f"no patient {patient_id} in the store", code=1)
     patient_timeline = build_timeline(patient_id, resources)
@@ -297,3 +431,30 @@ def timeline(patient_id: str) -> None:
         f"{len(patient_timeline.encounters())} encounters, {len(codes)} observation codes",
         highlight=False,
     )
+
+
+def _register_subcommands() -> None:
+    from careloop.audit.cli import audit_group
+    from careloop.cli_rights import (
+        access_group,
+        deid_group,
+        erase_command,
+        export_record_command,
+        retention_group,
+    )
+    from careloop.identity.cli import clients_group, users_group
+
+    for command in (
+        audit_group,
+        users_group,
+        clients_group,
+        access_group,
+        deid_group,
+        retention_group,
+        erase_command,
+        export_record_command,
+    ):
+        main.add_command(command)
+
+
+_register_subcommands()

@@ -30,6 +30,13 @@ class Settings:
     master_key_file: Path | None
     master_key_inline: str | None  # CARELOOP_MASTER_KEY; kept out of repr below
     ingest_workers: int | None
+    public_url: str | None = None  # how clients reach the API (the token audience)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    consent_default: str = "opt-out"  # what applies when a patient has no Consent: opt-in/opt-out
+    session_idle_minutes: int = 15
+    break_glass_minutes: int = 60
+    retention_years: int = 10
 
     def __repr__(self) -> str:
         return (
@@ -72,6 +79,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         master_key_file=Path(key_file) if key_file else None,
         master_key_inline=env.get("CARELOOP_MASTER_KEY"),  # never from the file: keep it out
         ingest_workers=_as_int("ingest_workers", workers) if workers else None,
+        public_url=setting("public_url"),
+        tls_cert_file=_as_path(setting("tls_cert_file")),
+        tls_key_file=_as_path(setting("tls_key_file")),
+        consent_default=_choice(
+            "consent_default", setting("consent_default"), ("opt-out", "opt-in")
+        ),
+        session_idle_minutes=_bounded(
+            "session_idle_minutes", setting("session_idle_minutes"), 15, 1, 240
+        ),
+        break_glass_minutes=_bounded(
+            "break_glass_minutes", setting("break_glass_minutes"), 60, 1, 240
+        ),
+        retention_years=_bounded("retention_years", setting("retention_years"), 10, 1, 100),
     )
 
 
@@ -89,6 +109,25 @@ def _read_config_file(path: str | None) -> dict[str, object]:
         raise ConfigError(f"{path} holds master_key: keep keys in a key file, not in config")
     section = values.get("careloop", values)
     return section if isinstance(section, dict) else {}
+
+
+def _as_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
+    if value is None:
+        return choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _bounded(name: str, value: str | None, default: int, low: int, high: int) -> int:
+    number = default if value is None else _as_int(name, value)
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be from {low} to {high}")
+    return number
 
 
 def _as_text(value: object) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,15 +26,18 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     create_engine,
     event,
     exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from careloop.store.crypto import (
     BlindIndex,
@@ -46,7 +49,7 @@ from careloop.store.crypto import (
     wrap_key,
 )
 from careloop.store.records import ResourceRecord, record_of
-from careloop.store.schema import data_keys, resources, search_tokens, store_settings
+from careloop.store.schema import data_keys, erasures, resources, search_tokens, store_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 ENCRYPTION_SETTING = "encryption"
@@ -318,20 +321,31 @@ class ResourceStore:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def service_key(self, name: str) -> bytes:
+        """A 256-bit key of one service (audit chain, identity secrets, pseudonyms), created on
+        first use and kept wrapped by the master key like every data key.
+
+        Service keys are never per patient, so erasing a patient leaves the audit trail readable.
+        """
+        if not name.isidentifier() or len(name) > 16:
+            raise StoreError(f"invalid service key name {name!r}")
+        return self._load_or_create_key(f"__{name}__", name)
+
     def _load_or_create_index_key(self) -> bytes:
+        return self._load_or_create_key(INDEX_KEY_OWNER, "index")
+
+    def _load_or_create_key(self, owner: str, purpose: str) -> bytes:
         with self.engine.begin() as connection:
             row = connection.execute(
                 select(
                     data_keys.c.key_id, data_keys.c.wrapped_key, data_keys.c.master_key_id
-                ).where(data_keys.c.owner_hash == INDEX_KEY_OWNER)
+                ).where(data_keys.c.owner_hash == owner)
             ).first()
             if row is not None:
                 return self._unwrap(row.key_id, row.wrapped_key, row.master_key_id)
             key = new_data_key()
             key_id = secrets.token_hex(16)
-            connection.execute(
-                insert(data_keys).values(self._key_row(key_id, "index", key, INDEX_KEY_OWNER))
-            )
+            connection.execute(insert(data_keys).values(self._key_row(key_id, purpose, key, owner)))
             return key
 
     def _key_row(self, key_id: str, purpose: str, key: bytes, owner: str | None = None) -> dict:
@@ -405,6 +419,214 @@ class ResourceStore:
             body=resource,
         )
 
+    # -- patient rights: erasure by crypto-shredding, retention (issue 3) -----------------------
+    # Mechanism only. Who may erase, and the audit event, belong to careloop.access; what erasure
+    # guarantees, and what it does not, is documented in careloop.rights.erasure.
+
+    def erased_hashes(
+        self, patient_hashes: Iterable[str], connection: Connection | None = None
+    ) -> set[str]:
+        """Which of these patient hashes carry an erasure tombstone.
+
+        Ingest should call this on its own write transaction, after its inserts and before
+        commit: another process may have erased the patient after this one cached their key.
+        On PostgreSQL the erasure holds the key row FOR UPDATE, so an insert that references the
+        key waits for the erasure to commit, and a check issued after the insert then sees the
+        tombstone; on SQLite writers are serialized, so the check sees every committed erasure.
+        """
+        wanted = list(dict.fromkeys(patient_hashes))
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.erased_hashes(wanted, own)
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            found.update(
+                connection.execute(
+                    select(erasures.c.patient_hash).where(
+                        erasures.c.patient_hash.in_(wanted[start : start + 500])
+                    )
+                ).scalars()
+            )
+        return found
+
+    def is_erased(self, patient_id: str) -> bool:
+        """True once the patient was erased: ingest must refuse them from then on."""
+        return bool(self.erased_hashes([self.patient_hash(patient_id)]))
+
+    def erasure_tombstone(self, patient_id: str) -> dict | None:
+        """The tombstone of an erased patient (hash, when, by whom, basis, count), else None."""
+        return self.erasure_tombstone_by_hash(self.patient_hash(patient_id))
+
+    def erasure_tombstone_by_hash(self, patient_hash: str) -> dict | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(erasures).where(erasures.c.patient_hash == patient_hash)
+            ).first()
+        return None if row is None else dict(row._mapping)
+
+    def patient_activity(
+        self, patient_hashes: Sequence[str] | None = None, connection: Connection | None = None
+    ) -> list[tuple[str, str, datetime | None, datetime]]:
+        """(patient hash, resource type, latest clinical time, latest load time) per patient
+        compartment and resource type, over current rows, in one GROUP BY; nothing is decrypted.
+
+        Clinical time is the end of the period a resource is about, else its start; load time is
+        `last_updated`, when careloop wrote the row. Retention weighs them (careloop.rights).
+        """
+        if connection is None:
+            with self.engine.connect() as own:
+                return self.patient_activity(patient_hashes, own)
+        clinical = func.max(func.coalesce(resources.c.date_end, resources.c.date_start))
+        statement = (
+            select(
+                resources.c.patient_hash,
+                resources.c.resource_type,
+                clinical,
+                func.max(resources.c.last_updated),
+            )
+            .where(resources.c.patient_hash.is_not(None), resources.c.is_current.is_(True))
+            .group_by(resources.c.patient_hash, resources.c.resource_type)
+            .order_by(resources.c.patient_hash, resources.c.resource_type)
+        )
+        if patient_hashes is not None:
+            statement = statement.where(resources.c.patient_hash.in_(list(patient_hashes)))
+        return [
+            (patient_hash, resource_type, latest, _as_utc(loaded))
+            for patient_hash, resource_type, latest, loaded in connection.execute(statement)
+        ]
+
+    def shred_patient(
+        self,
+        patient_hash: str,
+        *,
+        erased_by: str,
+        basis: str,
+        erased_at: datetime,
+        precondition: Callable[[Connection], None] | None = None,
+    ) -> tuple[int, int] | None:
+        """Crypto-shred one patient compartment, in one transaction.
+
+        Destroys the patient's data key (wrapped_key NULL, destroyed_at set), deletes every
+        stored version sealed with it or filed under the patient, with their search tokens, and
+        writes the tombstone. Returns (current resources, stored versions) removed, or None when
+        the patient was already erased (then nothing changes). Raises StoreError when the store
+        holds nothing for this hash. `precondition` runs once the patient is locked against
+        concurrent writes and raises to abort with nothing changed.
+        """
+        try:
+            with self.engine.connect() as connection:
+                secure_delete = None
+                if self.is_sqlite:
+                    # Zero the freed bytes (the old wrapped key, deleted rows) in the file itself;
+                    # builds differ in their default, which is restored afterwards.
+                    pragma = connection.exec_driver_sql("PRAGMA secure_delete")
+                    secure_delete = int(pragma.scalar_one())
+                    connection.exec_driver_sql("PRAGMA secure_delete=ON")
+                    connection.commit()  # ends SQLAlchemy's autobegun (empty) transaction
+                try:
+                    with connection.begin():
+                        shredded = self._shred_locked(
+                            connection, patient_hash, erased_by, basis, erased_at, precondition
+                        )
+                finally:
+                    if secure_delete is not None:
+                        connection.exec_driver_sql(f"PRAGMA secure_delete={secure_delete}")
+                        connection.commit()
+        except IntegrityError:
+            # A concurrent erasure of the same patient committed its tombstone first.
+            if self.erased_hashes([patient_hash]):
+                return None
+            raise
+        if shredded is None:
+            return None
+        current, versions, key_id = shredded
+        # Forget the key in this process; other processes refuse through `erased_hashes`.
+        cached_key_id = self._patient_key_ids.pop(patient_hash, None)
+        for stale in (key_id, cached_key_id):
+            if stale is not None:
+                self._sealers.pop(stale, None)
+        return current, versions
+
+    def _shred_locked(
+        self,
+        connection: Connection,
+        patient_hash: str,
+        erased_by: str,
+        basis: str,
+        erased_at: datetime,
+        precondition: Callable[[Connection], None] | None,
+    ) -> tuple[int, int, str | None] | None:
+        if self.is_sqlite:
+            # Take the write lock before reading, so no writer slips in between check and delete.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # FOR UPDATE conflicts with the KEY SHARE lock a referencing insert takes (PostgreSQL).
+        key_id = connection.execute(
+            select(data_keys.c.key_id)
+            .where(data_keys.c.owner_hash == patient_hash, data_keys.c.purpose == "patient")
+            .with_for_update()
+        ).scalar_one_or_none()
+        if self.erased_hashes([patient_hash], connection):
+            return None
+        if precondition is not None:
+            precondition(connection)
+        owned = resources.c.patient_hash == patient_hash
+        if key_id is not None:
+            owned = or_(owned, resources.c.data_key_id == key_id)
+        current, versions = connection.execute(
+            select(
+                func.coalesce(func.sum(case((resources.c.is_current.is_(True), 1), else_=0)), 0),
+                func.count(),
+            ).where(owned)
+        ).one()
+        if key_id is None and not versions:
+            raise StoreError("the store holds no patient compartment for this patient")
+        connection.execute(
+            search_tokens.delete().where(
+                search_tokens.c.resource_pk.in_(select(resources.c.pk).where(owned))
+            )
+        )
+        connection.execute(resources.delete().where(owned))
+        if key_id is not None:
+            connection.execute(
+                update(data_keys)
+                .where(data_keys.c.key_id == key_id)
+                .values(wrapped_key=None, destroyed_at=erased_at)
+            )
+        connection.execute(
+            insert(erasures).values(
+                patient_hash=patient_hash,
+                erased_at=erased_at,
+                erased_by=erased_by,
+                basis=basis,
+                resources=int(current),
+            )
+        )
+        return int(current), int(versions), key_id
+
+    def scrub_freed_space(self) -> bool:
+        """Push what erasures freed out of the database files, as far as the backend allows.
+
+        SQLite: erasure already zeroed the freed bytes (secure_delete); this checkpoints the WAL,
+        whose older frames still hold the pages as they were, and truncates it to nothing.
+        PostgreSQL: VACUUM FULL rewrites data_keys (small) into a new file, dropping the dead row
+        version that still held the wrapped key. Returns False when another session kept that
+        from completing (a reader pinning the WAL, a lock held past the timeout); run it again.
+        """
+        if self.is_sqlite:
+            with self.engine.connect() as connection:
+                busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()[0]
+            return not busy
+        autocommit = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit as connection:
+            connection.exec_driver_sql("SET lock_timeout = '5s'")
+            try:
+                connection.exec_driver_sql(f"VACUUM FULL {data_keys.name}")
+            except OperationalError:
+                return False
+            finally:
+                connection.exec_driver_sql("RESET lock_timeout")
+        return True
+
 
 _BODY_COLUMNS = (
     resources.c.resource_type,
@@ -424,14 +646,24 @@ class StoreTransaction:
         self._connection = connection
         self._transaction = connection.begin()
         self._new_key_ids: list[tuple[str, str]] = []  # (key owner, key id)
+        self._patients_written: set[str] = set()
 
     def commit(self) -> None:
         try:
+            self._refuse_erased_patients()
             self._transaction.commit()
         except BaseException:
             self.rollback()
             raise
         self._connection.close()
+
+    def _refuse_erased_patients(self) -> None:
+        """Checked after the inserts and before commit, so an erasure committed by another
+        process after this one cached the patient's key still wins (see `erased_hashes`)."""
+        if self._patients_written and self._store.erased_hashes(
+            self._patients_written, self._connection
+        ):
+            raise StoreError("the record of an erased patient cannot be written again")
 
     def rollback(self) -> None:
         """Undo every write of this transaction, and forget the keys it had created."""
@@ -529,6 +761,8 @@ class StoreTransaction:
         patient_hash = store.patient_hash(record.patient_id) if record.patient_id else None
         body = record.compressed_body
         data_key_id = None
+        if patient_hash is not None:
+            self._patients_written.add(patient_hash)
         if store._encrypt:
             data_key_id = self._data_key_id(patient_hash)
             sealer = store.sealer_for_key_id(self._connection, data_key_id)

@@ -99,3 +99,133 @@ search_tokens = Table(
     Index("ix_search_tokens_lookup", "param", "value_hash"),
     Index("ix_search_tokens_resource", "resource_pk"),
 )
+
+# -- the privacy and security core (issue 3) ----------------------------------------------------
+# Nothing here holds clinical content. Patients appear only as the blind-index `patient_hash`;
+# secrets (TOTP seeds, free-text reasons) are sealed with a service key; tokens and session ids
+# are stored as SHA-256 digests, so a copy of the database cannot be replayed as a login.
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    # assigned by the appender under the head lock: gap-free, so a deletion shows as a gap
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("recorded", UtcDateTime(), nullable=False),
+    Column("action", String(32), nullable=False),  # what happened: read, search, login, erase ...
+    Column("outcome", String(2), nullable=False),  # AuditEvent.outcome: 0, 4, 8 or 12
+    Column("agent", String(128), nullable=False),  # user name or client id, never a patient's name
+    Column("role", String(32), nullable=False),
+    Column("purpose", String(32), nullable=True),
+    Column("patient_hash", String(HASH_LEN), nullable=True),
+    Column("flags", String(128), nullable=False, default=""),  # e.g. break-glass,no-relationship
+    Column("body", LargeBinary, nullable=False),  # the sealed FHIR AuditEvent
+    Column("prev_hash", String(64), nullable=False),
+    Column("entry_hash", String(64), nullable=False),
+    Index("ix_audit_events_patient", "patient_hash", "recorded"),
+    Index("ix_audit_events_agent", "agent", "recorded"),
+    Index("ix_audit_events_recorded", "recorded"),
+)
+
+# One row: the last sequence number and chain hash, MACed, so a truncated tail is detectable.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("mac", String(64), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("role", String(32), nullable=False),
+    # SMART fhirUser: Practitioner/..., Patient/... (a patient user's own record) or None
+    Column("fhir_user", String(128), nullable=True),
+    Column("password_hash", String(256), nullable=False),  # argon2id, encoded
+    Column("totp_secret", LargeBinary, nullable=False),  # sealed with the identity key
+    Column("totp_last_step", Integer, nullable=False, default=0),  # refuses a replayed code
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", UtcDateTime(), nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), ForeignKey("users.username"), nullable=False),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_seen", UtcDateTime(), nullable=False),
+    Column("ended_at", UtcDateTime(), nullable=True),  # logout or idle/absolute timeout
+)
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("scopes", String(2048), nullable=False),  # space-separated SMART scopes it may get
+    Column("fhir_user", String(128), nullable=True),
+    Column("jwks", String(16384), nullable=False),  # its public keys (JWK Set JSON)
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("client_id", String(64), ForeignKey("api_clients.client_id"), nullable=False),
+    Column("scopes", String(2048), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# jti of every client assertion accepted, until it expires: a replayed assertion is refused
+used_assertions = Table(
+    "used_assertions",
+    metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+break_glass_grants = Table(
+    "break_glass_grants",
+    metadata,
+    Column("grant_id", String(32), primary_key=True),
+    Column("agent", String(128), nullable=False),
+    Column("patient_hash", String(HASH_LEN), nullable=False),
+    Column("reason", LargeBinary, nullable=False),  # sealed: a stated reason may name the patient
+    Column("granted_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("reviewed_by", String(128), nullable=True),
+    Column("reviewed_at", UtcDateTime(), nullable=True),
+    Index("ix_break_glass_agent_patient", "agent", "patient_hash"),
+)
+
+# Who has a care relationship with whom (from CareTeam, Encounter participants or assignment)
+care_relationships = Table(
+    "care_relationships",
+    metadata,
+    Column("practitioner", String(128), primary_key=True),  # fhir_user, e.g. Practitioner/p1
+    Column("patient_hash", String(HASH_LEN), primary_key=True),
+    Column("since", UtcDateTime(), nullable=False),
+    Column("until", UtcDateTime(), nullable=True),
+)
+
+# The tombstone of an erased patient: that, when, why and by whom, and nothing else.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("patient_hash", String(HASH_LEN), primary_key=True),
+    Column("erased_at", UtcDateTime(), nullable=False),
+    Column("erased_by", String(128), nullable=False),
+    Column("basis", String(32), nullable=False),  # patient-request or retention
+    Column("resources", Integer, nullable=False),
+)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,41 +17,105 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop import __version__
+from careloop.access.consent import ConsentPolicy
+from careloop.access.layer import AccessLayer
+from careloop.access.roles import Permission
+from careloop.identity.clients import ClientRegistry
+from careloop.identity.ratelimit import RateLimiter
+from careloop.identity.sessions import SessionManager
+from careloop.identity.tokens import TokenService
+from careloop.identity.users import UserDirectory
 from careloop.store.repository import ResourceStore
+from careloop.web import openapi_docs as docs
+from careloop.web.auth import PERMISSION_KEY, SESSION_COOKIE, WebSecurity, permission_extra
+from careloop.web.auth_routes import build_auth_router
 from careloop.web.fhir_routes import FhirService, build_router
+from careloop.web.hardening import SecurityHeadersMiddleware, TlsOnlyMiddleware
 from careloop.web.outcomes import FhirError, Issue, outcome_response
-from careloop.web.responses import FhirJSONResponse
+from careloop.web.oversight_routes import build_oversight_router
+from careloop.web.responses import FHIR_JSON, FhirJSONResponse
+from careloop.web.rights_routes import build_rights_router
 
 logger = logging.getLogger("careloop.web")
 
 _HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-long"}
 
 
-def create_app(
-    store: ResourceStore,
-    *,
-    max_body_bytes: int = 64 * 1024 * 1024,
-    max_ndjson_bytes: int = 1024**3,
-) -> FastAPI:
-    """The careloop HTTP API over one store; the caller owns (and closes) the store."""
+@dataclass(frozen=True)
+class AppSettings:
+    """How one app is exposed and guarded. Defaults are the production ones."""
+
+    public_url: str = "https://127.0.0.1:8443"  # as clients see it: the token audience
+    plain_http_allowed: bool = False  # only demo mode on loopback sets this
+    consent_policy: ConsentPolicy = field(default_factory=ConsentPolicy)
+    session_idle: timedelta = timedelta(minutes=15)
+    break_glass_duration: timedelta = timedelta(hours=1)
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_ndjson_bytes: int = 1024**3
+    # token buckets per client address (and per user name for login): burst, then per second
+    login_burst: int = 10
+    login_per_second: float = 10 / 60
+    token_burst: int = 30
+    token_per_second: float = 1.0
+
+
+def create_app(store: ResourceStore, settings: AppSettings | None = None) -> FastAPI:
+    """The careloop HTTP API over one store; the caller owns (and closes) the store.
+
+    Every route but the liveness probe, the capability statement and sign-in itself needs an
+    authenticated caller with the route's permission; patient data passes the access layer.
+    """
+    settings = settings or AppSettings()
     app = FastAPI(
         title="careloop FHIR API",
         version=__version__,
-        description="FHIR R4 ingest (transaction/batch Bundles, Bulk NDJSON), read and search.",
+        description=(
+            "FHIR R4 ingest (transaction/batch Bundles, Bulk NDJSON), read and search, behind "
+            "SMART Backend Services bearer tokens or a signed-in session; consent-filtered and "
+            "audited. Send `X-Purpose-Of-Use` (v3-ActReason) to state a purpose."
+        ),
+        docs_url=None,  # Swagger UI loads scripts from a CDN; the spec is at /openapi.json
+        redoc_url=None,
     )
-    service = FhirService(store, max_body_bytes, max_ndjson_bytes)
+    access = AccessLayer(
+        store,
+        consent_policy=settings.consent_policy,
+        break_glass_duration=settings.break_glass_duration,
+    )
+    security = WebSecurity(
+        access=access,
+        tokens=TokenService(
+            store, ClientRegistry(store), token_url=settings.public_url.rstrip("/") + "/auth/token"
+        ),
+        sessions=SessionManager(store, idle_timeout=settings.session_idle),
+        users=UserDirectory(store),
+    )
+    service = FhirService(store, access, settings.max_body_bytes, settings.max_ndjson_bytes)
     app.state.fhir = service
+    app.state.security = security
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get("/healthz", summary="Liveness", openapi_extra=permission_extra(Permission.PUBLIC))
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     app.include_router(build_router(service))
+    app.include_router(
+        build_auth_router(
+            security,
+            RateLimiter(settings.login_burst, settings.login_per_second),
+            RateLimiter(settings.token_burst, settings.token_per_second),
+        )
+    )
+    app.include_router(build_rights_router(service))
+    app.include_router(build_oversight_router(security))
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    if not settings.plain_http_allowed:
+        app.add_middleware(TlsOnlyMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(InternalErrorMiddleware)
-    _drop_unused_validation_responses(app)
+    _finish_openapi(app)
     return app
 
 
@@ -131,24 +197,66 @@ def _log_without_phi(scope: Scope, exc: Exception) -> None:
     )
 
 
-def _drop_unused_validation_responses(app: FastAPI) -> None:
-    """FastAPI documents a 422 validation error for every route with parameters; ours are plain
-    strings checked by the routes (answering 400), so that response never happens."""
+def _finish_openapi(app: FastAPI) -> None:
+    """Complete what FastAPI cannot infer: the security schemes, the 401/403 every guarded route
+    may answer, the 429 of the sign-in routes, and no 422 (ours are 400s, checked by the
+    routes). Every operation keeps the permission it needs in `x-careloop-permission`."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = generate()
-            for path_item in schema.get("paths", {}).values():
+            for path, path_item in schema.get("paths", {}).items():
                 for operation in path_item.values():
-                    response = operation.get("responses", {}).get("422", {})
-                    if "HTTPValidationError" in str(response):
-                        del operation["responses"]["422"]
-            schemas = schema.get("components", {}).get("schemas", {})
+                    _complete_operation(path, operation)
+            components = schema.setdefault("components", {})
+            schemas = components.get("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(name, None)
             if not schemas:
-                schema.pop("components", None)
+                components.pop("schemas", None)
+            components["securitySchemes"] = SECURITY_SCHEMES
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A token from POST /auth/token (SMART Backend Services).",
+    },
+    "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+}
+
+
+def _complete_operation(path: str, operation: dict) -> None:
+    responses = operation.setdefault("responses", {})
+    response = responses.get("422", {})
+    if "HTTPValidationError" in str(response):
+        del responses["422"]
+    outcome = {"content": {FHIR_JSON: {"schema": docs.OPERATION_OUTCOME}}}
+    permission = operation.get(PERMISSION_KEY)
+    if permission != Permission.PUBLIC.value:
+        operation["security"] = [{"bearer": []}, {"session": []}]
+        responses.setdefault("400", {"description": "Bad request", **outcome})
+        responses.setdefault("401", {"description": "Not authenticated", **outcome})
+        responses.setdefault("403", {"description": "Not permitted", **outcome})
+    if "requestBody" in operation:
+        responses.setdefault("413", {"description": "Body too large", **outcome})
+        responses.setdefault("415", {"description": "Unsupported content type", **outcome})
+    if path == "/auth/token":  # OAuth 2.0 answers every error in its own JSON (RFC 6749 §5.2)
+        oauth = {"content": {"application/json": {"schema": OAUTH_ERROR}}}
+        for status in ("400", "401", "413", "415", "429"):
+            responses[status] = {"description": "Refused", **oauth}
+    elif path.startswith("/auth/"):
+        responses.setdefault("400", {"description": "Bad request", **outcome})
+        responses.setdefault("401", {"description": "Refused", **outcome})
+        responses.setdefault("415", {"description": "Not a form", **outcome})
+        responses.setdefault("429", {"description": "Too many attempts", **outcome})

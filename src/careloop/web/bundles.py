@@ -61,8 +61,13 @@ def write_response(
 
 
 def search_set(
-    page: SearchPage, fhir_base: str, resource_type: str, links: list[dict[str, str]]
+    page: SearchPage,
+    fhir_base: str,
+    resource_type: str,
+    links: list[dict[str, str]],
+    total: int | None,
 ) -> dict:
+    """A searchset; `total` is left out when giving it would reveal withheld resources."""
     entries = [
         {
             "fullUrl": f"{fhir_base}/{resource_type}/{stored.body['id']}",
@@ -71,7 +76,9 @@ def search_set(
         }
         for stored in page.resources
     ]
-    return _bundle("searchset", entries, total=page.total, link=links)
+    if total is None:
+        return _bundle("searchset", entries, link=links)
+    return _bundle("searchset", entries, total=total, link=links)
 
 
 def paging_links(

@@ -14,11 +14,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import IO, Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from careloop.access.errors import AccessDenied
+from careloop.access.layer import AccessLayer
+from careloop.access.roles import Permission
+from careloop.audit.events import AuditAction, AuditOutcome
+from careloop.fhir.indexing import patient_id_of
+from careloop.identity.scopes import ScopeSet
 from careloop.ingest import IngestOptions, Ingestor, IngestProblem, IngestReport
 from careloop.ingest.documents import entries_of_document, parse_json
 from careloop.store.repository import (
@@ -29,6 +35,7 @@ from careloop.store.repository import (
     WriteResult,
 )
 from careloop.web import openapi_docs as docs
+from careloop.web.auth import Caller, caller_for, denied, permission_extra
 from careloop.web.body import (
     FHIR_JSON_TYPES,
     FORM_TYPES,
@@ -54,6 +61,7 @@ BUNDLE_SOURCE = "Bundle"
 NDJSON_SOURCE = "NDJSON body"
 MAX_FORM_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 200
+MAX_JSON_DEPTH = 64
 _TYPE_NAME = re.compile(r"^[A-Za-z]{1,64}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
 
@@ -65,6 +73,7 @@ class FhirService:
     """The store and the one ingestor of an app, with the lock that serializes its writes."""
 
     store: ResourceStore
+    access: AccessLayer
     max_body_bytes: int
     max_ndjson_bytes: int
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -75,24 +84,105 @@ class FhirService:
         # workers=0: validate in this process; a request is one unit, a pool would only add latency
         self.ingestor = Ingestor(self.store, IngestOptions(workers=0))
 
-    def write_bundle(self, data: bytes) -> tuple[str, Written]:
-        bundle_type = request_bundle_type(data)
+    def refused(self, caller: Caller, action: AuditAction, error: FhirError) -> FhirError:
+        """Audit a request refused for what it sent (hostile input is worth a trail too)."""
+        self.access.record(
+            caller.principal,
+            caller.ctx,
+            action,
+            AuditOutcome.MINOR_FAILURE,
+            flags={"rejected-input"},
+            detail=f"refused with {error.status}: {error.issues[0].code}" if error.issues else None,
+        )
+        return error
+
+    def write_bundle(self, caller: Caller, data: bytes) -> tuple[str, Written]:
+        try:
+            bundle_type, entries = request_bundle(data)
+        except FhirError as error:
+            raise self.refused(caller, AuditAction.CREATE, error) from None
+        self.authorize_entries(caller, entries)
         with self.write_lock:
             try:
-                return bundle_type, self.ingestor.ingest_document(data, BUNDLE_SOURCE)
+                written = self.ingestor.ingest_document(data, BUNDLE_SOURCE)
             except IngestProblem as problem:
+                self.access.record(
+                    caller.principal,
+                    caller.ctx,
+                    AuditAction.CREATE,
+                    AuditOutcome.MINOR_FAILURE,
+                    detail="the bundle was rejected",
+                )
                 raise FhirError(422, [issue_of_problem(problem)]) from None
             except StoreError as exc:
                 message = f"the store refused the write: {exc}"
                 raise FhirError.of(500, "processing", message) from None
+        self.audit_writes(caller, entries, written)
+        return bundle_type, written
 
-    def write_ndjson(self, stream: IO[bytes]) -> IngestReport:
+    def authorize_entries(self, caller: Caller, entries: list[tuple[str, dict]]) -> None:
+        """Scopes are per type and interaction: every entry must be covered (SMART)."""
+        for method, resource in entries:
+            interaction = "u" if method == "PUT" else "c"
+            try:
+                self.access.authorize(
+                    caller.principal,
+                    caller.ctx,
+                    Permission.PATIENT_WRITE,
+                    resource_type=str(resource.get("resourceType")),
+                    interaction=interaction,
+                    action=AuditAction.CREATE,
+                )
+            except AccessDenied as exc:
+                raise denied(exc) from None
+
+    def audit_writes(
+        self, caller: Caller, entries: list[tuple[str, dict]], written: Written
+    ) -> None:
+        """One AuditEvent per patient whose record changed (BALP), naming what was written."""
+        patients = [patient_id_of(resource) for _method, resource in entries]
+        by_patient: dict[str | None, list[str]] = {}
+        for patient_id, ((resource_type, resource_id), result) in zip(
+            patients, written, strict=False
+        ):
+            if result.outcome.value != "unchanged":
+                by_patient.setdefault(patient_id, []).append(f"{resource_type}/{resource_id}")
+        for patient_id, references in by_patient.items():
+            self.access.record(
+                caller.principal,
+                caller.ctx,
+                AuditAction.CREATE,
+                patient_id=patient_id,
+                entities=tuple(references[:200]),
+            )
+
+    def write_ndjson(self, caller: Caller, stream: IO[bytes]) -> IngestReport:
+        scopes = caller.principal.scopes
+        if scopes is not None and not creates_every_type(ScopeSet.parse(scopes)):
+            raise FhirError.of(
+                403, "forbidden", "bulk ingest needs a create scope on every type (system/*.c)"
+            )
         with self.write_lock:
-            return self.ingestor.ingest_ndjson(stream, NDJSON_SOURCE)  # type: ignore[arg-type]
+            report = self.ingestor.ingest_ndjson(stream, NDJSON_SOURCE)  # type: ignore[arg-type]
+        outcome = AuditOutcome.SUCCESS if report.ok else AuditOutcome.MINOR_FAILURE
+        self.access.record(
+            caller.principal,
+            caller.ctx,
+            AuditAction.INGEST,
+            outcome,
+            flags={"bulk"},
+            detail=f"{report.resources} resources in one NDJSON unit",
+        )
+        return report
 
 
-def request_bundle_type(data: bytes) -> str:
-    """The type of a well-formed request Bundle; 400 for anything that is not one."""
+def creates_every_type(scopes: ScopeSet) -> bool:
+    return all(scopes.allows(resource_type, "c") for resource_type in R4_RESOURCE_TYPES)
+
+
+def request_bundle(data: bytes) -> tuple[str, list[tuple[str, dict]]]:
+    """The type of a well-formed request Bundle and its (method, resource) entries; 400 for
+    anything that is not one."""
     try:
         document = parse_json(data, BUNDLE_SOURCE)
         if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
@@ -101,10 +191,33 @@ def request_bundle_type(data: bytes) -> str:
                 "structure",
                 "POST /fhir takes a Bundle of type transaction, batch or collection",
             )
-        entries_of_document(document, BUNDLE_SOURCE)
+        check_depth(document)
+        entries = entries_of_document(document, BUNDLE_SOURCE)
     except IngestProblem as problem:
         raise FhirError(400, [issue_of_problem(problem, "structure")]) from None
-    return str(document["type"])
+    methods = [
+        str((entry.get("request") or {}).get("method", "POST")).upper()
+        if isinstance(entry, dict)
+        else "POST"
+        for entry in document.get("entry", [])
+    ]
+    return str(document["type"]), [
+        (method, entry.resource) for method, entry in zip(methods, entries, strict=False)
+    ]
+
+
+def check_depth(document: object, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 for JSON nested deeper than any FHIR resource needs, before anything walks it
+    recursively (a hostile body of nested extensions would otherwise exhaust the stack)."""
+    level: list[tuple[object, int]] = [(document, 1)]
+    while level:
+        node, depth = level.pop()
+        if depth > limit:
+            raise FhirError.of(400, "structure", f"the JSON is nested deeper than {limit} levels")
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        level.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def fhir_base(request: Request) -> str:
@@ -157,6 +270,7 @@ def build_router(service: FhirService) -> APIRouter:
         summary="CapabilityStatement",
         response_model=None,
         responses=docs.responses(docs.CAPABILITY_STATEMENT, ()),
+        openapi_extra=permission_extra(Permission.PUBLIC),
     )
     def metadata(request: Request) -> FhirJSONResponse:
         return FhirJSONResponse(capability_statement(fhir_base(request), service.started))
@@ -173,12 +287,19 @@ def build_router(service: FhirService) -> APIRouter:
         responses=docs.responses(
             docs.bundle_schema(["transaction-response", "batch-response"]), (400, 413, 415, 422)
         ),
-        openapi_extra=docs.json_body(docs.REQUEST_BUNDLE),
+        openapi_extra=permission_extra(
+            Permission.PATIENT_WRITE, docs.json_body(docs.REQUEST_BUNDLE)
+        ),
     )
-    async def transaction(request: Request) -> FhirJSONResponse:
-        require_content_type(request, FHIR_JSON_TYPES)
-        data = await read_limited(request, service.max_body_bytes)
-        bundle_type, written = await run_in_threadpool(service.write_bundle, data)
+    async def transaction(
+        request: Request, caller: Caller = caller_for(Permission.PATIENT_WRITE)
+    ) -> FhirJSONResponse:
+        try:
+            require_content_type(request, FHIR_JSON_TYPES)
+            data = await read_limited(request, service.max_body_bytes)
+        except FhirError as error:
+            raise service.refused(caller, AuditAction.CREATE, error) from None
+        bundle_type, written = await run_in_threadpool(service.write_bundle, caller, data)
         return FhirJSONResponse(write_response(bundle_type, written))
 
     @router.post(
@@ -186,13 +307,15 @@ def build_router(service: FhirService) -> APIRouter:
         summary="Bulk Data NDJSON, one atomic unit",
         response_model=None,
         responses=docs.responses(docs.OPERATION_OUTCOME, (400, 413, 415, 422)),
-        openapi_extra=docs.ndjson_body(),
+        openapi_extra=permission_extra(Permission.BULK_INGEST, docs.ndjson_body()),
     )
-    async def ingest_ndjson(request: Request) -> FhirJSONResponse:
+    async def ingest_ndjson(
+        request: Request, caller: Caller = caller_for(Permission.BULK_INGEST)
+    ) -> FhirJSONResponse:
         require_content_type(request, NDJSON_TYPES)
         spool = await spool_limited(request, service.max_ndjson_bytes)
         try:
-            report = await run_in_threadpool(service.write_ndjson, spool)
+            report = await run_in_threadpool(service.write_ndjson, caller, spool)
         finally:
             spool.close()
         if not report.ok:
@@ -207,38 +330,52 @@ def build_router(service: FhirService) -> APIRouter:
         summary="Search",
         response_model=None,
         responses=docs.responses(docs.bundle_schema(["searchset"]), (400,)),
-        openapi_extra={"parameters": docs.search_query_parameters()},
+        openapi_extra=permission_extra(
+            Permission.PATIENT_READ, {"parameters": docs.search_query_parameters()}
+        ),
     )
-    def search(request: Request, resource_type: str = _type_param()) -> FhirJSONResponse:
-        return run_search(service, request, resource_type, request.query_params.multi_items())
+    def search(
+        request: Request,
+        resource_type: str = _type_param(),
+        caller: Caller = caller_for(Permission.PATIENT_READ),
+    ) -> FhirJSONResponse:
+        params = request.query_params.multi_items()
+        return run_search(service, caller, request, resource_type, params)
 
     @router.post(
         "/{resource_type}/_search",
         summary="Search with form-encoded parameters",
         response_model=None,
         responses=docs.responses(docs.bundle_schema(["searchset"]), (400, 413, 415)),
-        openapi_extra=docs.form_body(),
+        openapi_extra=permission_extra(Permission.PATIENT_READ, docs.form_body()),
     )
-    async def search_post(request: Request, resource_type: str = _type_param()) -> FhirJSONResponse:
+    async def search_post(
+        request: Request,
+        resource_type: str = _type_param(),
+        caller: Caller = caller_for(Permission.PATIENT_READ),
+    ) -> FhirJSONResponse:
         params = list(request.query_params.multi_items())
         body = await read_limited(request, MAX_FORM_BYTES)
         if body:  # an empty POST is a search without parameters, whatever its content type
             require_content_type(request, FORM_TYPES)
             params += form_fields(body)
-        return await run_in_threadpool(run_search, service, request, resource_type, params)
+        return await run_in_threadpool(run_search, service, caller, request, resource_type, params)
 
     @router.get(
         "/{resource_type}/{resource_id}",
         summary="Read",
         response_model=None,
         responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
+        openapi_extra=permission_extra(Permission.PATIENT_READ),
     )
     def read(
-        resource_type: str = _type_param(), resource_id: str = _id_param()
+        resource_type: str = _type_param(),
+        resource_id: str = _id_param(),
+        caller: Caller = caller_for(Permission.PATIENT_READ),
     ) -> FhirJSONResponse:
         check_type(resource_type)
         check_id(resource_id)
-        stored = service.store.read(resource_type, resource_id)
+        stored = guarded(service.access.read, caller, resource_type, resource_id)
         if stored is None:
             raise not_found(resource_type)
         return resource_response(stored)
@@ -248,13 +385,17 @@ def build_router(service: FhirService) -> APIRouter:
         summary="Instance history, newest first",
         response_model=None,
         responses=docs.responses(docs.bundle_schema(["history"]), (400, 404)),
+        openapi_extra=permission_extra(Permission.PATIENT_READ),
     )
     def instance_history(
-        request: Request, resource_type: str = _type_param(), resource_id: str = _id_param()
+        request: Request,
+        resource_type: str = _type_param(),
+        resource_id: str = _id_param(),
+        caller: Caller = caller_for(Permission.PATIENT_READ),
     ) -> FhirJSONResponse:
         check_type(resource_type)
         check_id(resource_id)
-        versions = service.store.history(resource_type, resource_id)
+        versions = guarded(service.access.history, caller, resource_type, resource_id)
         if not versions:
             raise not_found(resource_type)
         return FhirJSONResponse(history(versions, fhir_base(request)))
@@ -264,17 +405,19 @@ def build_router(service: FhirService) -> APIRouter:
         summary="Version read",
         response_model=None,
         responses=docs.responses(docs.RESOURCE, (400, 404), ("ETag", "Last-Modified")),
+        openapi_extra=permission_extra(Permission.PATIENT_READ),
     )
     def vread(
         resource_type: str = _type_param(),
         resource_id: str = _id_param(),
         version_id: str = Path(json_schema_extra={"pattern": _VERSION.pattern}),
+        caller: Caller = caller_for(Permission.PATIENT_READ),
     ) -> FhirJSONResponse:
         check_type(resource_type)
         check_id(resource_id)
         if not _VERSION.match(version_id):
             raise FhirError.of(400, "invalid", "the version id is not a positive whole number")
-        versions = service.store.history(resource_type, resource_id)
+        versions = guarded(service.access.history, caller, resource_type, resource_id)
         match = [v for v in versions if v.version == int(version_id)]
         if not match:
             raise not_found(resource_type, "version")
@@ -303,28 +446,55 @@ def form_fields(body: bytes) -> list[tuple[str, str]]:
         ) from None
 
 
+def guarded(read: Any, caller: Caller, *args: str) -> Any:
+    """A read through the access layer; a refusal becomes its 403."""
+    try:
+        return read(caller.principal, caller.ctx, *args)
+    except AccessDenied as exc:
+        raise denied(exc) from None
+
+
 def run_search(
-    service: FhirService, request: Request, resource_type: str, params: Sequence[tuple[str, str]]
+    service: FhirService,
+    caller: Caller,
+    request: Request,
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
 ) -> FhirJSONResponse:
     check_type(resource_type)
     try:
         query = parse_search(resource_type, params)
     except SearchParamError as exc:
-        raise FhirError.of(400, exc.code, str(exc)) from None
-    page = search_page(service.store, resource_type, query)
+        error = FhirError.of(400, exc.code, str(exc))
+        raise service.refused(caller, AuditAction.SEARCH, error) from None
+    try:
+        page, withheld = service.access.search(
+            caller.principal,
+            caller.ctx,
+            resource_type,
+            lambda patient_id: search_page(service.store, resource_type, query, patient_id),
+            patient_id=query.patient_id,
+            query_text=urlencode(query.filters),
+        )
+    except AccessDenied as exc:
+        raise denied(exc) from None
     base = fhir_base(request)
     links = paging_links(
         f"{base}/{resource_type}", query.filters, query.count, query.offset, page.total
     )
-    return FhirJSONResponse(search_set(page, base, resource_type, links))
+    # a total that counts withheld resources would reveal that they exist
+    total = None if withheld else page.total
+    return FhirJSONResponse(search_set(page, base, resource_type, links, total))
 
 
-def search_page(store: ResourceStore, resource_type: str, query: SearchQuery) -> SearchPage:
+def search_page(
+    store: ResourceStore, resource_type: str, query: SearchQuery, patient_id: str | None
+) -> SearchPage:
     if query.matches_nothing:
         return SearchPage(total=0, resources=[])
     return store.search(
         resource_type,
-        patient_id=query.patient_id,
+        patient_id=patient_id,
         codes=query.codes,
         dates=query.dates,
         count=query.count,

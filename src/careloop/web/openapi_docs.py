@@ -169,21 +169,30 @@ def form_body() -> dict:
 _DESCRIPTIONS = {
     200: "OK",
     400: "Malformed request: OperationOutcome",
+    401: "Not authenticated: OperationOutcome",
+    403: "Not permitted (role, scope, consent or another patient's record): OperationOutcome",
     404: "Not found: OperationOutcome",
     413: "Body too large: OperationOutcome",
     415: "Unsupported content type: OperationOutcome",
     422: "Invalid FHIR content or dangling reference; nothing written: OperationOutcome",
+    429: "Too many attempts: OperationOutcome",
     500: "Internal error: OperationOutcome without internals",
 }
 
 
 def responses(
-    ok_schema: dict, errors: Sequence[int], ok_headers: Sequence[str] = ()
+    ok_schema: dict,
+    errors: Sequence[int],
+    ok_headers: Sequence[str] = (),
+    ok_media_type: str = FHIR_JSON,
+    ok_status: int = 200,
 ) -> dict[int | str, dict]:
+    """The documented answers of a route: its success (FHIR JSON unless said otherwise) and an
+    OperationOutcome for each error status."""
     documented: dict[int | str, dict] = {
-        200: {
+        ok_status: {
             "description": _DESCRIPTIONS[200],
-            "content": {FHIR_JSON: {"schema": ok_schema}},
+            "content": {ok_media_type: {"schema": ok_schema}},
             "headers": {
                 name: {"required": True, "schema": {"type": "string"}} for name in ok_headers
             },
@@ -195,3 +204,7 @@ def responses(
             "content": {FHIR_JSON: {"schema": OPERATION_OUTCOME}},
         }
     return documented
+
+
+JSON_OBJECT = {"type": "object"}
+NDJSON_TEXT = {"type": "string"}

@@ -1,0 +1,188 @@
+"""Care relationships and break-glass grants: the two facts that qualify a clinician's access.
+
+A care relationship (a clinician assigned to the patient, or on their care team) does not gate
+access: emergencies do not wait for paperwork. It decides what the audit review flags. A
+break-glass grant lets a care role past a consent denial for one patient, for a limited time,
+with a stated reason, and marks every access under it for review.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from careloop.store.crypto import Sealer
+from careloop.store.repository import ResourceStore
+from careloop.store.schema import break_glass_grants, care_relationships
+
+MIN_REASON_LENGTH = 10
+MAX_REASON_LENGTH = 1000
+MAX_BREAK_GLASS = timedelta(hours=4)
+ERASED_REASON = "[erased with the patient's record]"
+
+
+@dataclass(frozen=True)
+class BreakGlassGrant:
+    grant_id: str
+    agent: str
+    patient_hash: str
+    granted_at: datetime
+    expires_at: datetime
+
+
+class CareRelationships:
+    def __init__(self, store: ResourceStore) -> None:
+        self.store = store
+
+    def assign(self, practitioner: str, patient_id: str, *, until: datetime | None = None) -> None:
+        """Record (or renew) that `practitioner` (a fhirUser reference) cares for the patient."""
+        patient_hash = self.store.patient_hash(patient_id)
+        key = and_(
+            care_relationships.c.practitioner == practitioner,
+            care_relationships.c.patient_hash == patient_hash,
+        )
+        with self.store.engine.begin() as connection:
+            connection.execute(delete(care_relationships).where(key))
+            connection.execute(
+                insert(care_relationships).values(
+                    practitioner=practitioner,
+                    patient_hash=patient_hash,
+                    since=datetime.now(UTC),
+                    until=until,
+                )
+            )
+
+    def forget(self, patient_id: str) -> int:
+        """Drop the patient's relationships (on erasure)."""
+        patient_hash = self.store.patient_hash(patient_id)
+        with self.store.engine.begin() as connection:
+            done = connection.execute(
+                delete(care_relationships).where(care_relationships.c.patient_hash == patient_hash)
+            )
+        return done.rowcount
+
+    def exists(self, practitioner: str | None, patient_id: str, at: datetime) -> bool:
+        if not practitioner:
+            return False
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(care_relationships.c.since).where(
+                    care_relationships.c.practitioner == practitioner,
+                    care_relationships.c.patient_hash == self.store.patient_hash(patient_id),
+                    care_relationships.c.since <= at,
+                    or_(care_relationships.c.until.is_(None), care_relationships.c.until > at),
+                )
+            ).first()
+        return row is not None
+
+
+class BreakGlass:
+    def __init__(self, store: ResourceStore, default_duration: timedelta) -> None:
+        if not timedelta(0) < default_duration <= MAX_BREAK_GLASS:
+            raise ValueError(f"break-glass duration must be positive and at most {MAX_BREAK_GLASS}")
+        self.store = store
+        self.default_duration = default_duration
+        self._sealer = Sealer(store.service_key("breakglass"))
+
+    def grant(
+        self,
+        agent: str,
+        patient_id: str,
+        reason: str,
+        *,
+        duration: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> BreakGlassGrant:
+        reason = reason.strip()
+        if not MIN_REASON_LENGTH <= len(reason) <= MAX_REASON_LENGTH:
+            raise ValueError(
+                f"break-glass needs a stated reason of {MIN_REASON_LENGTH} to "
+                f"{MAX_REASON_LENGTH} characters"
+            )
+        duration = duration or self.default_duration
+        if not timedelta(0) < duration <= MAX_BREAK_GLASS:
+            raise ValueError(f"break-glass lasts at most {MAX_BREAK_GLASS}")
+        now = now or datetime.now(UTC)
+        grant = BreakGlassGrant(
+            grant_id=secrets.token_hex(16),
+            agent=agent,
+            patient_hash=self.store.patient_hash(patient_id),
+            granted_at=now,
+            expires_at=now + duration,
+        )
+        sealed = self._sealer.seal(reason.encode(), grant.grant_id.encode())
+        with self.store.engine.begin() as connection:
+            connection.execute(
+                insert(break_glass_grants).values(
+                    grant_id=grant.grant_id,
+                    agent=agent,
+                    patient_hash=grant.patient_hash,
+                    reason=sealed,
+                    granted_at=grant.granted_at,
+                    expires_at=grant.expires_at,
+                )
+            )
+        return grant
+
+    def active(self, agent: str, patient_id: str, at: datetime) -> BreakGlassGrant | None:
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(break_glass_grants)
+                .where(
+                    break_glass_grants.c.agent == agent,
+                    break_glass_grants.c.patient_hash == self.store.patient_hash(patient_id),
+                    break_glass_grants.c.granted_at <= at,
+                    break_glass_grants.c.expires_at > at,
+                )
+                .order_by(break_glass_grants.c.expires_at.desc())
+            ).first()
+        if row is None:
+            return None
+        return BreakGlassGrant(
+            row.grant_id, row.agent, row.patient_hash, row.granted_at, row.expires_at
+        )
+
+    def reason(self, grant_id: str) -> str:
+        with self.store.engine.connect() as connection:
+            sealed = connection.execute(
+                select(break_glass_grants.c.reason).where(break_glass_grants.c.grant_id == grant_id)
+            ).scalar_one()
+        return self._sealer.open(sealed, grant_id.encode()).decode()
+
+    def redact_reasons(self, patient_id: str) -> int:
+        """On erasure: a stated reason may describe the patient, so it goes with the record;
+        that the grant happened, by whom and when, stays for the audit review."""
+        patient_hash = self.store.patient_hash(patient_id)
+        with self.store.engine.begin() as connection:
+            grant_ids = (
+                connection.execute(
+                    select(break_glass_grants.c.grant_id).where(
+                        break_glass_grants.c.patient_hash == patient_hash
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for grant_id in grant_ids:
+                redacted = self._sealer.seal(ERASED_REASON.encode(), grant_id.encode())
+                connection.execute(
+                    update(break_glass_grants)
+                    .where(break_glass_grants.c.grant_id == grant_id)
+                    .values(reason=redacted)
+                )
+        return len(grant_ids)
+
+    def mark_reviewed(self, grant_id: str, reviewer: str) -> bool:
+        with self.store.engine.begin() as connection:
+            done = connection.execute(
+                update(break_glass_grants)
+                .where(
+                    break_glass_grants.c.grant_id == grant_id,
+                    break_glass_grants.c.reviewed_at.is_(None),
+                )
+                .values(reviewed_by=reviewer, reviewed_at=datetime.now(UTC))
+            )
+        return done.rowcount == 1
