@@ -6,7 +6,9 @@ which checks the right, the patient and consent and writes the audit record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -51,7 +53,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
         patient_id: str, caller: Caller = caller_for(Permission.RECORD_EXPORT)
     ) -> FhirJSONResponse:
         check_id(patient_id)
-        bundle = _guard(rights.export_record, access, caller, patient_id)
+        bundle = _guard(partial(rights.export_record, access), caller, patient_id)
         return FhirJSONResponse(bundle, headers={"Cache-Control": "no-store"})
 
     @router.post(
@@ -73,8 +75,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
         target, change = _text_field(body, "target"), _text_field(body, "change")
         task = await run_in_threadpool(
             _guard,
-            rights.request_amendment,
-            access,
+            partial(rights.request_amendment, access),
             caller,
             patient_id,
             target,
@@ -101,7 +102,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
         if patient.get("reference") != f"Patient/{patient_id}":
             raise FhirError.of(400, "invalid", "Consent.patient must reference this patient")
         stored = await run_in_threadpool(
-            _guard, rights.record_consent, access, caller, body, write_one
+            _guard, partial(rights.record_consent, access), caller, body, write_one
         )
         return FhirJSONResponse(stored, status_code=201)
 
@@ -119,7 +120,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
         patient_id: str, caller: Caller = caller_for(Permission.ERASURE_REQUEST)
     ) -> dict[str, Any]:
         check_id(patient_id)
-        _guard(rights.request_erasure, access, caller, patient_id)
+        _guard(partial(rights.request_erasure, access), caller, patient_id)
         return {"requested": True}
 
     @router.post(
@@ -137,7 +138,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
     ) -> dict[str, Any]:
         check_id(patient_id)
         with service.write_lock:
-            result = _guard(rights.erase, access, caller, patient_id)
+            result = _guard(partial(rights.erase, access), caller, patient_id)
         return {
             "erased": True,
             "already_erased": result.already_erased,
@@ -169,7 +170,6 @@ def build_rights_router(service: FhirService) -> APIRouter:
         grant = await run_in_threadpool(
             _guard,
             access.grant_break_glass,
-            None,
             caller,
             patient_id,
             _text_field(body, "reason"),
@@ -180,12 +180,10 @@ def build_rights_router(service: FhirService) -> APIRouter:
     return router
 
 
-def _guard(operation: Any, access: Any, caller: Caller, *args: Any) -> Any:
-    """Call a guarded operation; refusals and bad values become 403/404 and 400."""
+def _guard(operation: Callable[..., Any], caller: Caller, *args: Any) -> Any:
+    """Call a guarded operation as the caller; refusals and bad values become 403/404 and 400."""
     try:
-        if access is None:
-            return operation(caller.principal, caller.ctx, *args)
-        return operation(access, caller.principal, caller.ctx, *args)
+        return operation(caller.principal, caller.ctx, *args)
     except AccessDenied as exc:
         raise denied(exc) from None
     except ValueError as exc:
