@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.ingest_stages
 	$(BIN)/python -m bench.access_layer
+	$(BIN)/python -m bench.sepsis
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

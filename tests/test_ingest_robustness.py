@@ -112,6 +112,21 @@ def test_any_single_corruption_of_a_good_bundle_writes_nothing(tmp_path, count, 
         assert counts == {}, report.rejected
 
 
+def test_an_id_of_json_null_is_read_as_absent(tmp_path):
+    """Found by the test above: fhir.resources reads `"id": null` as no id, so ingest gives the
+    resource the id it would have had without one instead of crashing on the blind index."""
+    store = ResourceStore.open(f"sqlite:///{tmp_path / 'null-id.db'}", None, encrypt=False)
+    bundle = transaction_bundle(2)
+    bundle["entry"][2]["resource"]["id"] = None
+    path = tmp_path / "null-id.json"
+    path.write_bytes(json.dumps(bundle).encode())
+    report = Ingestor(store, IngestOptions(workers=0)).ingest_paths([path])
+    counts = store.counts_by_type()
+    store.close()
+    assert report.ok, report.rejected
+    assert sum(counts.values()) == 4
+
+
 KILLER = textwrap.dedent(
     """
     import os, signal, sys

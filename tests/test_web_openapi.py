@@ -90,6 +90,7 @@ APP = create_app(
         max_ndjson_bytes=256 * 1024,
         token_burst=100_000,
         login_burst=100_000,
+        sepsis_model=Path(__file__).resolve().parents[1] / "models" / "sepsis",
     ),
 )
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)

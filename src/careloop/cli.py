@@ -200,9 +200,12 @@ def app_settings(settings: Settings, public_url: str, *, demo: bool = False) -> 
     from datetime import timedelta
 
     from careloop.access.consent import ConsentPolicy, DefaultPolicy
+    from careloop.cli_sepsis import model_dir
     from careloop.web.app import AppSettings
 
+    sepsis_model = model_dir() if (model_dir() / "model.json").exists() else None
     return AppSettings(
+        sepsis_model=sepsis_model,
         public_url=public_url,
         plain_http_allowed=demo,
         consent_policy=ConsentPolicy(default=DefaultPolicy(settings.consent_default)),
@@ -276,6 +279,7 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
         fail("the demo data did not load cleanly", code=1)
     accounts = demo_accounts(store)
     print_demo_tour(store, settings, host, port, accounts)
+    print_demo_risks(store)
     if not no_serve:
         serve_store(store, host, port, app_settings(settings, f"http://{host}:{port}", demo=True))
     store.close()
@@ -346,8 +350,37 @@ def print_demo_tour(
         "/fhir/Patient?_count=10",
         f"/fhir/Observation?patient={example}&code=http://loinc.org|8867-4&_count=24",
         f"/fhir/Patient/{example}",
+        f"/sepsis/Patient/{example}/risk",
     ):
         stdout.print(f"  {base}{path}", highlight=False, soft_wrap=True)
+
+
+def print_demo_risks(store: ResourceStore, patients: int = 5) -> None:
+    """Score the first demo patients with the shipped sepsis model, as a clinician would see it
+    (through the access layer, audited)."""
+    from careloop.access.layer import AccessLayer
+    from careloop.access.principal import Purpose
+    from careloop.access.roles import Role
+    from careloop.cli_rights import local_context, local_principal
+    from careloop.cli_sepsis import model_dir
+    from careloop.sepsis.model import SepsisModel
+    from careloop.sepsis.service import score_patient
+
+    if not (model_dir() / "model.json").exists():
+        stdout.print("no sepsis model installed; `careloop train sepsis` makes one")
+        return
+    model = SepsisModel.load(model_dir())
+    access = AccessLayer(store)
+    principal, ctx = local_principal(Role.CLINICIAN), local_context(Purpose.TREATMENT)
+    stdout.print(f"sepsis risk over each patient's latest 48 h ({model.version}):")
+    for item in store.search("Patient", count=patients).resources:
+        risk = score_patient(access, model, principal, ctx, item.body["id"])
+        if risk.insufficient:
+            stdout.print(f"  {item.body['id']}: no score ({risk.insufficient})", highlight=False)
+            continue
+        alert = "ALERT" if risk.alert_states[-1] else "no alert"
+        why = "; ".join(risk.factors[:2])
+        stdout.print(f"  {item.body['id']}: {risk.current:.1%} ({alert}); {why}", highlight=False)
 
 
 @main.group()
@@ -442,6 +475,7 @@ def _register_subcommands() -> None:
         export_record_command,
         retention_group,
     )
+    from careloop.cli_sepsis import convert_group, evaluate_group, predict_group, train_group
     from careloop.identity.cli import clients_group, users_group
 
     for command in (
@@ -453,6 +487,10 @@ def _register_subcommands() -> None:
         retention_group,
         erase_command,
         export_record_command,
+        train_group,
+        evaluate_group,
+        predict_group,
+        convert_group,
     ):
         main.add_command(command)
 

@@ -155,7 +155,9 @@ def _assign_ids(entries: list[Entry], source: str, label: str) -> None:
                     kind="duplicate",
                 )
             seen_urls[entry.full_url] = entry.index
-        if "id" not in resource:
+        # fhir.resources reads a JSON null as absent, so `"id": null` is valid to it: treat the
+        # id the same way rather than index a resource under no id at all
+        if resource.get("id") is None:
             resource["id"] = _id_from_entry(entry)
         key = (resource["resourceType"], resource["id"])
         if key in seen_ids:

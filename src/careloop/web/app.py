@@ -10,6 +10,7 @@ import logging
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,7 @@ from careloop.identity.ratelimit import RateLimiter
 from careloop.identity.sessions import SessionManager
 from careloop.identity.tokens import TokenService
 from careloop.identity.users import UserDirectory
+from careloop.sepsis.model import SepsisModel
 from careloop.store.repository import ResourceStore
 from careloop.web import openapi_docs as docs
 from careloop.web.auth import PERMISSION_KEY, SESSION_COOKIE, WebSecurity, permission_extra
@@ -35,6 +37,7 @@ from careloop.web.outcomes import FhirError, Issue, outcome_response
 from careloop.web.oversight_routes import build_oversight_router
 from careloop.web.responses import FHIR_JSON, FhirJSONResponse
 from careloop.web.rights_routes import build_rights_router
+from careloop.web.sepsis_routes import build_sepsis_router
 
 logger = logging.getLogger("careloop.web")
 
@@ -57,6 +60,7 @@ class AppSettings:
     login_per_second: float = 10 / 60
     token_burst: int = 30
     token_per_second: float = 1.0
+    sepsis_model: Path | None = None  # a trained model directory; None: risk answers 503
 
 
 def create_app(store: ResourceStore, settings: AppSettings | None = None) -> FastAPI:
@@ -108,6 +112,8 @@ def create_app(store: ResourceStore, settings: AppSettings | None = None) -> Fas
     )
     app.include_router(build_rights_router(service))
     app.include_router(build_oversight_router(security))
+    model = SepsisModel.load(settings.sepsis_model) if settings.sepsis_model else None
+    app.include_router(build_sepsis_router(security, model))
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -177,6 +177,7 @@ _DESCRIPTIONS = {
     422: "Invalid FHIR content or dangling reference; nothing written: OperationOutcome",
     429: "Too many attempts: OperationOutcome",
     500: "Internal error: OperationOutcome without internals",
+    503: "Not available (e.g. no model installed): OperationOutcome",
 }
 
 

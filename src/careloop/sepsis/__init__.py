@@ -1,0 +1,1 @@
+"""Sepsis and deterioration early warning: signals, features, model, alert policy, evaluation."""
