@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a file: make `bench` importable
 import orjson
 import sqlalchemy
 
-from bench.doc_sections import replace_section
+from bench.doc_sections import publish
 from bench.ingest import DEFAULT_DATA, DEFAULT_POSTGRES_URL, REPO_ROOT
 from bench.ingest_stages import patient_bundles
 from bench.machine import machine_facts
@@ -232,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             results[backend] = measure(store, ids, args.rounds)
             store.close()
     text = report(args, results, patients, observations)
-    print(text)
-    if not args.no_write:
-        replace_section(args.out, SECTION, text)
-    return 0
+    return publish(text, args.out, SECTION, write=not args.no_write)
 
 
 if __name__ == "__main__":

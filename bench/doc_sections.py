@@ -30,3 +30,11 @@ def replace_section(path: Path, name: str, body: str) -> None:
         text = f"{text.rstrip()}\n\n{section}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+
+
+def publish(text: str, path: Path, name: str, *, write: bool) -> int:
+    """Print a benchmark's section, and put it into docs/benchmarks.md unless told not to."""
+    print(text)
+    if write:
+        replace_section(path, name, text)
+    return 0

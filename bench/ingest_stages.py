@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.doc_sections import replace_section
+from bench.doc_sections import publish
 from bench.ingest import DEFAULT_DATA, REPO_ROOT
 from bench.machine import machine_facts
 from careloop.ingest.pipeline import Prepared, prepare_document
@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     bundles = patient_bundles(args.data, args.bundles)
     resources, costs = measure(bundles, args.rounds)
     text = report(args, resources, costs)
-    print(text)
-    if not args.no_write:
-        replace_section(args.out, SECTION, text)
-    return 0
+    return publish(text, args.out, SECTION, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.doc_sections import replace_section
+from bench.doc_sections import publish
 from bench.ingest import REPO_ROOT
 from bench.machine import machine_facts
 from careloop.sepsis.features import stay_features
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = latencies(model, args.data, args.stays)
     hours, elapsed = throughput(model, args.data, args.stays)
     text = report(args, model, cv, seconds, hours, elapsed)
-    print(text)
-    if not args.no_write:
-        replace_section(args.out, SECTION, text)
-    return 0
+    return publish(text, args.out, SECTION, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ from careloop.sources.physionet import read_physionet, read_psv
 from conftest import shared_data
 
 CARELOOP = str(Path(sys.executable).with_name("careloop"))
+
+
+def run_careloop(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CARELOOP, *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+
+
 STAYS = 400
 
 
@@ -119,22 +127,15 @@ def test_predict_writes_one_row_per_stay_hour(trained: Path, tmp_path: Path) -> 
     (data / "p100.psv").write_text(header + "".join(rows))
     (data / "p101.psv").write_text(header + "900|97|37|120|80|60|18|60|1|1|0\n")  # one hour only
     out = tmp_path / "pred.csv"
-    result = subprocess.run(
-        [
-            CARELOOP,
-            "predict",
-            "sepsis",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--model",
-            str(trained),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = run_careloop(
+        "predict",
+        "sepsis",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--model",
+        str(trained),
     )
     assert result.returncode == 0, result.stderr
     with open(out) as handle:
@@ -219,24 +220,17 @@ def test_train_and_evaluate_from_the_command_line(set_a: Path, tmp_path: Path) -
     import json
 
     model_dir = tmp_path / "model"
-    trained = subprocess.run(
-        [
-            CARELOOP,
-            "train",
-            "sepsis",
-            "--data",
-            str(set_a),
-            "--out",
-            str(model_dir),
-            "--cv-folds",
-            "2",
-            "--limit",
-            "400",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    trained = run_careloop(
+        "train",
+        "sepsis",
+        "--data",
+        str(set_a),
+        "--out",
+        str(model_dir),
+        "--cv-folds",
+        "2",
+        "--limit",
+        "400",
     )
     assert trained.returncode == 0, trained.stderr
     card = (model_dir / "MODEL_CARD.md").read_text()
@@ -249,46 +243,32 @@ def test_train_and_evaluate_from_the_command_line(set_a: Path, tmp_path: Path) -
         training = fold["training"]
         assert fold["model"]["stays"] + training["fit_stays"] + training["tune_stays"] == total
     out = tmp_path / "eval"
-    evaluated = subprocess.run(
-        [
-            CARELOOP,
-            "evaluate",
-            "sepsis",
-            "--data",
-            str(set_a),
-            "--out",
-            str(out),
-            "--model",
-            str(model_dir),
-            "--limit",
-            "50",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    evaluated = run_careloop(
+        "evaluate",
+        "sepsis",
+        "--data",
+        str(set_a),
+        "--out",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--limit",
+        "50",
     )
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == {"model", "qsofa", "sirs", "news2"}
     assert (out / "reliability.png").stat().st_size > 1000
     assert "## By subgroup" in (out / "report.md").read_text()
-    missing = subprocess.run(
-        [
-            CARELOOP,
-            "predict",
-            "sepsis",
-            "--data",
-            str(set_a),
-            "--out",
-            str(tmp_path / "p.csv"),
-            "--model",
-            str(tmp_path / "nowhere"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    missing = run_careloop(
+        "predict",
+        "sepsis",
+        "--data",
+        str(set_a),
+        "--out",
+        str(tmp_path / "p.csv"),
+        "--model",
+        str(tmp_path / "nowhere"),
     )
     assert missing.returncode == 2 and "no sepsis model" in missing.stderr
 
@@ -307,9 +287,7 @@ def test_converted_stays_load_into_the_store_with_the_cli(set_a: Path, tmp_path:
         ["ingest", str(out), "--json"],
     ]
     for step in steps:
-        result = subprocess.run(
-            [CARELOOP, *step], capture_output=True, text=True, env=env, timeout=300, check=False
-        )
+        result = run_careloop(*step, env=env)
         assert result.returncode == 0, result.stderr
     import json
 
