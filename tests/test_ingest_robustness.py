@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,6 +126,22 @@ def test_an_id_of_json_null_is_read_as_absent(tmp_path):
     store.close()
     assert report.ok, report.rejected
     assert sum(counts.values()) == 4
+
+
+@pytest.mark.parametrize("layout", ["document", "ndjson"])
+def test_json_nested_too_deeply_is_a_rejected_unit_not_a_crash(tmp_path, layout):
+    nested: dict = {"url": "http://example.org/x", "valueString": "leaf"}
+    for _ in range(400):
+        nested = {"url": "http://example.org/x", "extension": [nested]}
+    patient = {"resourceType": "Patient", "id": "deep", "extension": [nested]}
+    path = tmp_path / ("deep.json" if layout == "document" else "Patient.ndjson")
+    path.write_text(json.dumps(patient) + ("\n" if layout == "ndjson" else ""))
+    store = ResourceStore.open(f"sqlite:///{tmp_path / 'deep.db'}", None, encrypt=False)
+    report = Ingestor(store, IngestOptions(workers=0)).ingest_paths([path])
+    counts = store.counts_by_type()
+    store.close()
+    assert not report.ok and "nested too deeply" in str(report.rejected[0])
+    assert counts == {}
 
 
 KILLER = textwrap.dedent(

@@ -162,6 +162,10 @@ def test_a_factor_is_worded_with_the_patients_own_values() -> None:
     )
     assert word("resp__slope_6h", grid, 9).endswith("(trend (slope per hour))")
     assert word("lactate__hours_since", grid, 9) == "lactate not measured yet"
+    assert word("unit_sicu", grid, 9, 0.0) == "surgical ICU: no"
+    assert word("sex_male", grid, 9, 1.0) == "sex: male"
+    assert word("shock_index", grid, 9, 0.7123) == "shock index (heart rate / systolic BP): 0.712"
+    assert word("shock_index", grid, 9, float("nan")).endswith(": unknown")
 
 
 def test_the_risk_api_scores_the_stored_record_like_the_files(

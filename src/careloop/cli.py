@@ -292,7 +292,7 @@ def demo_accounts(store: ResourceStore) -> list[DemoAccount]:
     from careloop.access.relationships import CareRelationships
     from careloop.identity.users import UserDirectory, ensure_demo_users
 
-    patients = [item.body["id"] for item in store.search("Patient", count=10).resources]
+    patients = demo_patient_ids(store, 10)
     if not patients:
         fail("the demo needs at least one patient for the demo patient account")
     accounts = ensure_demo_users(UserDirectory(store), f"Patient/{patients[0]}", demo_mode=True)
@@ -330,8 +330,7 @@ def print_demo_tour(
     accounts: list[DemoAccount],
 ) -> None:
     base = f"http://{host}:{port}"
-    patients = store.search("Patient", count=1)
-    example = patients.resources[0].body["id"] if patients.resources else "<id>"
+    example = next(iter(demo_patient_ids(store, 1)), "<id>")
     stdout.print(f"\nstore: {settings.redacted_database_url}", highlight=False)
     stdout.print(
         "demo accounts (demo mode only; sign in at POST /auth/login with username, password "
@@ -373,14 +372,33 @@ def print_demo_risks(store: ResourceStore, patients: int = 5) -> None:
     access = AccessLayer(store)
     principal, ctx = local_principal(Role.CLINICIAN), local_context(Purpose.TREATMENT)
     stdout.print(f"sepsis risk over each patient's latest 48 h ({model.version}):")
-    for item in store.search("Patient", count=patients).resources:
-        risk = score_patient(access, model, principal, ctx, item.body["id"])
+    for patient_id in demo_patient_ids(store, patients):
+        risk = score_patient(access, model, principal, ctx, patient_id)
         if risk.insufficient:
-            stdout.print(f"  {item.body['id']}: no score ({risk.insufficient})", highlight=False)
+            stdout.print(f"  {patient_id}: no score ({risk.insufficient})", highlight=False)
             continue
         alert = "ALERT" if risk.alert_states[-1] else "no alert"
         why = "; ".join(risk.factors[:2])
-        stdout.print(f"  {item.body['id']}: {risk.current:.1%} ({alert}); {why}", highlight=False)
+        stdout.print(f"  {patient_id}: {risk.current:.1%} ({alert}); {why}", highlight=False)
+
+
+def demo_patient_ids(store: ResourceStore, count: int) -> list[str]:
+    """The first demo patients, read as the local clinician through the access layer (so the
+    demo's own look-ups are consent-checked and audited like any other read)."""
+    from careloop.access.layer import AccessLayer
+    from careloop.access.principal import Purpose
+    from careloop.access.roles import Role
+    from careloop.cli_rights import local_context, local_principal
+
+    page, _withheld = AccessLayer(store).search(
+        local_principal(Role.CLINICIAN),
+        local_context(Purpose.TREATMENT),
+        "Patient",
+        lambda _patient: store.search("Patient", count=count),
+        patient_id=None,
+        query_text=f"_count={count}",
+    )
+    return [str(item.body["id"]) for item in page.resources]
 
 
 @main.group()

@@ -112,7 +112,7 @@ def prepare_document(data: bytes, source: str, validation: Validation) -> Prepar
         entries = entries_of_document(parse_json(data, source), source)
     except IngestProblem as problem:
         return Prepared(problems=[problem])
-    return _prepare_entries(entries, source, "entry", validation)
+    return _prepare_guarded(entries, source, "entry", validation)
 
 
 def prepare_lines(lines: list[tuple[int, bytes]], source: str, validation: Validation) -> Prepared:
@@ -123,7 +123,20 @@ def prepare_lines(lines: list[tuple[int, bytes]], source: str, validation: Valid
             entries.append(resource_of_line(line, line_number, source))
         except IngestProblem as problem:
             return Prepared(problems=[problem])
-    return _prepare_entries(entries, source, "line", validation)
+    return _prepare_guarded(entries, source, "line", validation)
+
+
+def _prepare_guarded(
+    entries: list[Entry], source: str, label: str, validation: Validation
+) -> Prepared:
+    """Validation walks resources recursively (as fhir.resources does); a hostile document
+    nested hundreds of levels deep is a rejected unit, not a crashed run. Checking depth up
+    front would cost every well-formed resource a second walk."""
+    try:
+        return _prepare_entries(entries, source, label, validation)
+    except RecursionError:
+        message = "the JSON is nested too deeply to be a FHIR resource careloop can read"
+        return Prepared(problems=[IngestProblem(source, message, kind="structure")])
 
 
 def _prepare_entries(

@@ -111,7 +111,8 @@ class SepsisModel:
             if contributions[index] <= 0:
                 break
             name = FEATURE_NAMES[index]
-            factors.append(Factor(name, float(contributions[index]), word(name, grid, hour)))
+            value = float(features[hour, index])
+            factors.append(Factor(name, float(contributions[index]), word(name, grid, hour, value)))
         return factors
 
     def save(self, directory: Path) -> None:
@@ -149,17 +150,24 @@ MEASUREMENT_KINDS = frozenset(
         "not measured this hour",
     }
 )
+# context features that are 0/1 flags, read as yes or no
+FLAG_DISPLAYS = {
+    describe_feature(name).display: name
+    for name in FEATURE_NAMES
+    if describe_feature(name).kind == "context" and name.startswith(("sex_", "unit_"))
+}
 VALUE_KINDS = frozenset(
     {"last value", "previous value", "personal baseline (median of first hours)"}
 )
 
 
-def word(feature: str, grid: HourlyGrid, hour: int) -> str:
+def word(feature: str, grid: HourlyGrid, hour: int, value: float | None = None) -> str:
     """A factor as a clinician reads it, with this patient's values, e.g. "respiratory rate
-    28 /min, 10 above this patient's baseline (trend (slope per hour))"."""
+    28 /min, 10 above this patient's baseline (trend (slope per hour))". `value` is the
+    feature's own value, shown for composites and context (a flag reads yes or no)."""
     info = describe_feature(feature)
     if info.signal is None or info.signal not in SIGNAL_BY_NAME:
-        return info.display
+        return _worded_value(info.display, value)
     signal = SIGNAL_BY_NAME[info.signal]
     column = grid.column(signal.name)[: hour + 1]
     measured = np.flatnonzero(~np.isnan(column))
@@ -178,6 +186,19 @@ def word(feature: str, grid: HourlyGrid, hour: int) -> str:
             direction = "above" if change > 0 else "below"
             text += f", {abs(change):.3g} {direction} this patient's baseline"
     return text if info.kind in VALUE_KINDS else f"{text} ({info.kind})"
+
+
+def _worded_value(display: str, value: float | None) -> str:
+    if value is None:
+        return display
+    if np.isnan(value):
+        return f"{display}: unknown"
+    flag = FLAG_DISPLAYS.get(display)
+    if flag == "sex_male":
+        return f"sex: {'male' if value >= 0.5 else 'female'}"
+    if flag is not None:
+        return f"{display}: {'yes' if value >= 0.5 else 'no'}"
+    return f"{display}: {value:.3g}"
 
 
 def train(
