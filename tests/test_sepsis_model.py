@@ -298,3 +298,20 @@ def test_converted_stays_load_into_the_store_with_the_cli(set_a: Path, tmp_path:
     summary = json.loads(result.stdout)
     assert summary["by_type"]["Patient"]["created"] == 3
     assert summary["by_type"]["Observation"]["created"] > 100
+
+
+def test_batch_scoring_gives_each_patient_what_one_by_one_scoring_gives(
+    trained: Path, set_a: Path
+) -> None:
+    from careloop.sepsis.scoring import score_population
+
+    model = SepsisModel.load(trained)
+    windows = [
+        (stay.timeline, stay.start, stay.start + timedelta(hours=stay.hours - 1))
+        for stay in read_physionet(set_a, limit=5)
+        if stay.scorable
+    ]
+    batch = score_population(model, windows)
+    assert [risk.patient_id for risk in batch] == [w[0].patient_id for w in windows]
+    for risk, (timeline, start, end) in zip(batch, windows, strict=True):
+        assert risk.probabilities == score_timeline(model, timeline, start, end).probabilities

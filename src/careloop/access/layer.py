@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from careloop.access.consent import (
     AccessRequest,
@@ -143,10 +144,13 @@ class AccessLayer:
             return None
         if ctx.purpose not in ALLOWED_PURPOSES[principal.role]:
             return f"the {principal.role.value} role may not act for purpose {ctx.purpose.value}"
-        if principal.scopes is not None and resource_type and interaction:
-            scopes = ScopeSet.parse(principal.scopes)
-            if not scopes.allows(resource_type, interaction):
-                return f"the token's scopes do not allow '{interaction}' on {resource_type}"
+        if (
+            principal.scopes is not None
+            and resource_type
+            and interaction
+            and not scope_set(principal.scopes).allows(resource_type, interaction)
+        ):
+            return f"the token's scopes do not allow '{interaction}' on {resource_type}"
         return None
 
     def require_own_patient(
@@ -271,12 +275,7 @@ class AccessLayer:
             principal, ctx, permission, resource_type="Patient", interaction="r", action=action
         )
         self.require_own_patient(principal, ctx, patient_id)
-        stored = [
-            StoredResource(
-                body["resourceType"], int(body["meta"]["versionId"]), _last_updated(body), body
-            )
-            for body in self.store.patient_resources(patient_id, resource_types)
-        ]
+        stored = list(self.store.patient_compartment(patient_id, resource_types))
         return self._release(principal, ctx, stored, action, searched_patient=patient_id)
 
     # -- consent and audit ----------------------------------------------------------------------
@@ -604,12 +603,7 @@ class AccessLayer:
         """
         ids = self.all_patient_ids() if patient_ids is None else patient_ids
         for patient_id in self.consented_patients(principal, ctx, ids):
-            stored = [
-                StoredResource(
-                    body["resourceType"], int(body["meta"]["versionId"]), _last_updated(body), body
-                )
-                for body in self.store.patient_resources(patient_id)
-            ]
+            stored = list(self.store.patient_compartment(patient_id))
             release = self._release(
                 principal, ctx, stored, AuditAction.DEIDENTIFIED_EXPORT, searched_patient=patient_id
             )
@@ -627,6 +621,12 @@ class AccessLayer:
             offset += len(page.resources)
 
 
+@lru_cache(maxsize=1024)
+def scope_set(scopes: frozenset[str]) -> ScopeSet:
+    """A token's scopes, parsed once: they are checked for every entry of every request."""
+    return ScopeSet.parse(sorted(scopes))
+
+
 def _codes_of(resource: dict) -> frozenset[tuple[str, str]]:
     """The (system, code) pairs of the resource's `code`, for a provision.code criterion."""
     concept = resource.get("code")
@@ -642,7 +642,3 @@ def _codes_of(resource: dict) -> frozenset[tuple[str, str]]:
 
 def _reference(item: StoredResource) -> str:
     return f"{item.resource_type}/{item.body.get('id', '')}"
-
-
-def _last_updated(body: dict) -> datetime:
-    return datetime.fromisoformat(body["meta"]["lastUpdated"].replace("Z", "+00:00"))

@@ -262,6 +262,16 @@ def _check_grant(form: Mapping[str, str]) -> None:
         raise _client_error(f"client_assertion_type must be {JWT_BEARER}")
 
 
+def claimed_client_id(assertion: str) -> str | None:
+    """The client id an assertion claims, unverified: for the audit of a refused request only,
+    never for a decision."""
+    try:
+        claimed = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return None
+    return claimed if isinstance(claimed, str) and 0 < len(claimed) <= 64 else None
+
+
 def _unverified_routing(assertion: str) -> tuple[str, str, str]:
     """alg and kid from the header and iss from the body, read before any verification and
     used only to pick the client and key that will verify the token."""

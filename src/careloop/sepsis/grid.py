@@ -11,7 +11,6 @@ and counted, never passed on as if they were measurements.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -76,17 +75,3 @@ def grid_from_timeline(
         unit=unit,
         implausible=implausible,
     )
-
-
-def hour_of(start: datetime, moment: datetime) -> int:
-    """The 0-based grid row a moment falls in."""
-    return int((moment - start) // HOUR)
-
-
-def hour_starts(start: datetime, hours: int) -> list[datetime]:
-    return [start + index * HOUR for index in range(hours)]
-
-
-def row_at(starts: list[datetime], moment: datetime) -> int:
-    """The row whose hour contains `moment` (the last row for a moment past the end)."""
-    return max(0, min(len(starts) - 1, bisect_left(starts, moment + timedelta(microseconds=1)) - 1))

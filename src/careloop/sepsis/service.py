@@ -4,7 +4,7 @@ into a timeline, and scored over a window that ends at the latest vital sign."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import AccessContext, Principal
@@ -53,4 +53,4 @@ def score_patient(
 
 
 def _hour_floor(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0) + timedelta(0)
+    return moment.replace(minute=0, second=0, microsecond=0)

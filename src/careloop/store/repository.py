@@ -257,6 +257,12 @@ class ResourceStore:
         self, patient_id: str, resource_types: Sequence[str] = ()
     ) -> Iterator[dict]:
         """Every current resource in one patient's compartment (the patient included)."""
+        return (stored.body for stored in self.patient_compartment(patient_id, resource_types))
+
+    def patient_compartment(
+        self, patient_id: str, resource_types: Sequence[str] = ()
+    ) -> Iterator[StoredResource]:
+        """As `patient_resources`, with each resource's version and last-updated time."""
         conditions = [
             resources.c.patient_hash == self.patient_hash(patient_id),
             resources.c.is_current.is_(True),
@@ -268,7 +274,7 @@ class ResourceStore:
                 select(*_BODY_COLUMNS).where(*conditions).order_by(resources.c.date_start)
             ).all()
             for row in rows:
-                yield self._decode(connection, row).body
+                yield self._decode(connection, row)
 
     def counts_by_type(self) -> dict[str, int]:
         with self.engine.connect() as connection:

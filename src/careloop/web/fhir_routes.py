@@ -20,7 +20,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from careloop.access.errors import AccessDenied
-from careloop.access.layer import AccessLayer
+from careloop.access.layer import AccessLayer, scope_set
 from careloop.access.roles import Permission
 from careloop.audit.events import AuditAction, AuditOutcome
 from careloop.fhir.indexing import patient_id_of
@@ -158,7 +158,7 @@ class FhirService:
 
     def write_ndjson(self, caller: Caller, stream: IO[bytes]) -> IngestReport:
         scopes = caller.principal.scopes
-        if scopes is not None and not creates_every_type(ScopeSet.parse(scopes)):
+        if scopes is not None and not creates_every_type(scope_set(scopes)):
             raise FhirError.of(
                 403, "forbidden", "bulk ingest needs a create scope on every type (system/*.c)"
             )

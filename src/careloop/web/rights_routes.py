@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from careloop.access import rights
 from careloop.access.errors import AccessDenied
 from careloop.access.roles import Permission
+from careloop.fhir.indexing import patient_id_of
 from careloop.ingest import IngestProblem
 from careloop.web import openapi_docs as docs
 from careloop.web.auth import Caller, caller_for, denied, permission_extra
@@ -98,8 +99,7 @@ def build_rights_router(service: FhirService) -> APIRouter:
     ) -> FhirJSONResponse:
         check_id(patient_id)
         body = await _json_object(request)
-        patient = (body.get("patient") or {}) if isinstance(body.get("patient"), dict) else {}
-        if patient.get("reference") != f"Patient/{patient_id}":
+        if body.get("resourceType") != "Consent" or patient_id_of(body) != patient_id:
             raise FhirError.of(400, "invalid", "Consent.patient must reference this patient")
         stored = await run_in_threadpool(
             _guard, partial(rights.record_consent, access), caller, body, write_one
