@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest_stages
 	$(BIN)/python -m bench.access_layer
 	$(BIN)/python -m bench.sepsis
+	$(BIN)/python -m bench.cds
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

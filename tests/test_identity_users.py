@@ -210,7 +210,8 @@ def test_the_password_policy_says_what_is_wrong(directory, password, complaint):
         ("alice smith", "nurse", None, "3 to 64"),
         ("a" * 65, "nurse", None, "3 to 64"),
         ("carol", "surgeon", None, "unknown role"),
-        ("carol", "integration", None, "API clients"),
+        ("carol", "integration", None, "for systems, not people"),
+        ("carol", "ehr", None, "for systems, not people"),
         ("carol", "patient", None, "Patient/<id>"),
         ("carol", "patient", "Practitioner/p1", "Patient/<id>"),
         ("carol", "nurse", "Patient/p1", "Practitioner/<id>"),
@@ -329,7 +330,7 @@ def test_demo_accounts_need_demo_mode(directory):
 def test_demo_accounts_exist_for_every_person_role_and_can_log_in(directory):
     accounts = ensure_demo_users(directory, "Patient/demo-1", demo_mode=True)
 
-    assert {a.role for a in accounts} == set(Role) - {Role.INTEGRATION}
+    assert {a.role for a in accounts} == set(Role) - {Role.INTEGRATION, Role.EHR}
     by_role = {a.role: a for a in accounts}
     assert by_role[Role.PATIENT].fhir_user == "Patient/demo-1"
     assert by_role[Role.CLINICIAN].fhir_user == "Practitioner/demo-clinician"

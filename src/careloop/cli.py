@@ -211,6 +211,10 @@ def app_settings(settings: Settings, public_url: str, *, demo: bool = False) -> 
         consent_policy=ConsentPolicy(default=DefaultPolicy(settings.consent_default)),
         session_idle=timedelta(minutes=settings.session_idle_minutes),
         break_glass_duration=timedelta(minutes=settings.break_glass_minutes),
+        ddi_dir=settings.ddi_dir,
+        playbook_dirs=settings.playbook_dirs,
+        cds_alert_budget=settings.cds_alert_budget,
+        cds_cors_origins=settings.cds_cors_origins,
     )
 
 
@@ -280,6 +284,7 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
     accounts = demo_accounts(store)
     print_demo_tour(store, settings, host, port, accounts)
     print_demo_risks(store)
+    print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True))
     if not no_serve:
         serve_store(store, host, port, app_settings(settings, f"http://{host}:{port}", demo=True))
     store.close()
@@ -380,6 +385,30 @@ def print_demo_risks(store: ResourceStore, patients: int = 5) -> None:
         alert = "ALERT" if risk.alert_states[-1] else "no alert"
         why = "; ".join(risk.factors[:2])
         stdout.print(f"  {patient_id}: {risk.current:.1%} ({alert}); {why}", highlight=False)
+
+
+def print_demo_cards(store: ResourceStore, settings: AppSettings, patients: int = 5) -> None:
+    """The CDS Hooks cards an EHR would show on opening the first demo patients' charts."""
+    from careloop.access.layer import AccessLayer
+    from careloop.cds.demo import demo_caller, patient_view_cards
+    from careloop.sepsis.model import SepsisModel
+    from careloop.web.app import cds_engine
+
+    model = SepsisModel.load(settings.sepsis_model) if settings.sepsis_model else None
+    engine = cds_engine(store, AccessLayer(store), settings, model)
+    caller = demo_caller(store)
+    stdout.print("CDS Hooks patient-view cards (what the EHR shows on opening the chart):")
+    for patient_id in demo_patient_ids(store, patients):
+        cards = patient_view_cards(engine, caller, patient_id)
+        if not cards:
+            stdout.print(f"  {patient_id}: no cards", highlight=False)
+        for card in cards:
+            stdout.print(
+                f"  {patient_id}: [{card['indicator']}] {card['summary']}",
+                highlight=False,
+                markup=False,
+            )
+    stdout.print(f"  each card's sources: {settings.public_url}/knowledge/cds", highlight=False)
 
 
 def demo_patient_ids(store: ResourceStore, count: int) -> list[str]:
@@ -486,6 +515,9 @@ def timeline(patient_id: str) -> None:
 
 def _register_subcommands() -> None:
     from careloop.audit.cli import audit_group
+    from careloop.cds.cli_clients import cds_clients_group
+    from careloop.cds.cli_playbooks import playbooks_group
+    from careloop.cds.cli_report import report_group
     from careloop.cli_rights import (
         access_group,
         deid_group,
@@ -509,6 +541,9 @@ def _register_subcommands() -> None:
         evaluate_group,
         predict_group,
         convert_group,
+        cds_clients_group,
+        playbooks_group,
+        report_group,
     ):
         main.add_command(command)
 

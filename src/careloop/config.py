@@ -37,6 +37,10 @@ class Settings:
     session_idle_minutes: int = 15
     break_glass_minutes: int = 60
     retention_years: int = 10
+    ddi_dir: Path | None = None  # the ONC drug-drug interaction lists (../shared/data/ddi)
+    playbook_dirs: tuple[Path, ...] = ()  # playbooks added to the built-in ones
+    cds_alert_budget: int = 6  # interruptive cards per patient per 24 hours
+    cds_cors_origins: tuple[str, ...] = ("*",)
 
     def __repr__(self) -> str:
         return (
@@ -61,6 +65,10 @@ class Settings:
     @property
     def redacted_database_url(self) -> str:
         return _redact_url(self.database_url)
+
+
+# the shared data sets sit beside a checkout; a deployment names the directory explicitly
+DEFAULT_DDI_DIR = Path("../shared/data/ddi")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,7 +100,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "break_glass_minutes", setting("break_glass_minutes"), 60, 1, 240
         ),
         retention_years=_bounded("retention_years", setting("retention_years"), 10, 1, 100),
+        ddi_dir=_as_path(setting("ddi_dir")) or _present(DEFAULT_DDI_DIR),
+        playbook_dirs=tuple(
+            Path(part) for part in (setting("playbooks") or "").split(os.pathsep) if part
+        ),
+        cds_alert_budget=_bounded("cds_alert_budget", setting("cds_alert_budget"), 6, 1, 100),
+        cds_cors_origins=tuple(
+            origin.strip()
+            for origin in (setting("cds_cors_origins") or "*").split(",")
+            if origin.strip()
+        ),
     )
+
+
+def _present(path: Path) -> Path | None:
+    return path if path.is_dir() else None
 
 
 def _read_config_file(path: str | None) -> dict[str, object]:

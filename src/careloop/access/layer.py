@@ -65,6 +65,7 @@ ALLOWED_PURPOSES: dict[Role, frozenset[Purpose]] = {
     Role.AUDITOR: frozenset({Purpose.OPERATIONS}),
     Role.ADMIN: frozenset({Purpose.OPERATIONS}),
     Role.INTEGRATION: frozenset({Purpose.OPERATIONS, Purpose.TREATMENT}),
+    Role.EHR: frozenset({Purpose.TREATMENT, Purpose.EMERGENCY_TREATMENT}),
 }
 # Purposes under which an active break-glass grant overrides a consent denial.
 BREAK_GLASS_PURPOSES = frozenset(
@@ -278,6 +279,33 @@ class AccessLayer:
         stored = list(self.store.patient_compartment(patient_id, resource_types))
         return self._release(principal, ctx, stored, action, searched_patient=patient_id)
 
+    def screen(
+        self,
+        principal: Principal,
+        ctx: AccessContext,
+        patient_id: str,
+        resources: Sequence[dict],
+        action: AuditAction = AuditAction.READ,
+    ) -> list[dict]:
+        """Judge data careloop did not read from its own store (an EHR's CDS Hooks prefetch, or
+        what careloop fetched from the EHR's FHIR server) as if it had: the patient's consents in
+        careloop apply to what careloop processes whatever its source, and the use is audited."""
+        self.authorize(
+            principal,
+            ctx,
+            Permission.PATIENT_READ,
+            resource_type="Patient",
+            interaction="r",
+            action=action,
+        )
+        self.require_own_patient(principal, ctx, patient_id)
+        now = self.clock()
+        received = [
+            StoredResource(str(body.get("resourceType", "")), 0, now, body) for body in resources
+        ]
+        release = self._release(principal, ctx, received, action, searched_patient=patient_id)
+        return [item.body for item in release.resources]
+
     # -- consent and audit ----------------------------------------------------------------------
 
     def _release(
@@ -355,11 +383,16 @@ class AccessLayer:
             access.relationship = self.relationships.exists(principal.fhir_user, patient_id, now)
         consents = [parse_consent(consent) for consent in self.consents_of(patient_id)]
         with_labels = needs_security_labels(consents)
+        # with no Consent on record, the policy's default decides every resource alike
+        uniform = None if consents else self._default_decision(principal, ctx, patient_id, now)
         kept: list[StoredResource] = []
         for item in items:
-            decision = self.decide(
-                principal, ctx, patient_id, item.body, consents, now, with_labels=with_labels
-            )
+            if uniform is not None and item.resource_type not in UNFILTERED_TYPES:
+                decision = uniform
+            else:
+                decision = self.decide(
+                    principal, ctx, patient_id, item.body, consents, now, with_labels=with_labels
+                )
             if not decision.permitted and self._break_glass_applies(principal, ctx):
                 access.break_glass = access.break_glass or self.break_glass.active(
                     principal.subject, patient_id, now
@@ -401,6 +434,21 @@ class AccessLayer:
             at=now,
         )
         return evaluate(consents, request, self.consent_policy)
+
+    def _default_decision(
+        self, principal: Principal, ctx: AccessContext, patient_id: str, now: datetime
+    ) -> ConsentDecision:
+        """The decision for any resource of a patient without consents: the configured default
+        for the purpose (evaluated once, not once per resource)."""
+        request = AccessRequest(
+            patient_id=patient_id,
+            actor_references=principal.actor_references,
+            actor_role=principal.role.value,
+            purpose=ctx.purpose,
+            resource_type="",
+            at=now,
+        )
+        return evaluate([], request, self.consent_policy)
 
     def consents_of(self, patient_id: str) -> list[dict]:
         page = self.store.search("Consent", patient_id=patient_id, count=CONSENT_PAGE)

@@ -49,6 +49,7 @@ DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.AUDITOR: Purpose.OPERATIONS,
     Role.ADMIN: Purpose.OPERATIONS,
     Role.INTEGRATION: Purpose.OPERATIONS,
+    Role.EHR: Purpose.TREATMENT,
 }
 
 

@@ -25,6 +25,9 @@ class Role(StrEnum):
     ADMIN = "admin"  # configuration, no patient data
     # a system client that feeds data in (EHR interface engine, device gateway); reads nothing
     INTEGRATION = "integration"
+    # an EHR calling careloop's CDS Hooks services: it reads the record to decide, writes the
+    # record of each card, and acts for the user it names (context.userId)
+    EHR = "ehr"
 
 
 class Permission(StrEnum):
@@ -42,6 +45,9 @@ class Permission(StrEnum):
     AUDIT_READ = "audit-read"  # verify and review the audit trail
     ACCESS_ADMIN = "access-admin"  # users, clients, care relationships
     SESSION = "session"  # any signed-in person: who am I, log out
+    # CDS Hooks calls: only an EHR's signed CDS Hooks JWT opens them, never a bearer token or a
+    # session, so no role in the table holds it
+    CDS_HOOKS = "cds-hooks"
 
 
 _CLINICAL = {Permission.PATIENT_READ, Permission.SESSION}
@@ -75,6 +81,7 @@ AUTHORIZATION: dict[Role, frozenset[Permission]] = {
         {Permission.ACCESS_ADMIN, Permission.ERASURE_EXECUTE, Permission.SESSION}
     ),
     Role.INTEGRATION: frozenset({Permission.PATIENT_WRITE, Permission.BULK_INGEST}),
+    Role.EHR: frozenset({Permission.PATIENT_READ, Permission.PATIENT_WRITE}),
 }
 
 

@@ -13,24 +13,7 @@ from pathlib import Path
 
 import click
 
-
-def _open_store():  # type: ignore[no-untyped-def]
-    # imported here: careloop.cli imports this module to register the groups
-    from careloop.cli import current_settings, open_store
-
-    return open_store(current_settings())
-
-
-def _fail(message: str) -> None:
-    from careloop.cli import fail
-
-    fail(message)
-
-
-def _out():  # type: ignore[no-untyped-def]
-    from careloop.cli import stdout
-
-    return stdout
+from careloop.cli_helpers import fail, open_configured_store, out
 
 
 @click.group("users")
@@ -51,19 +34,19 @@ def users_add(username: str, role: str, fhir_user: str | None, password_stdin: b
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    store = _open_store()
+    store = open_configured_store()
     try:
         enrolled = UserDirectory(store).add(username, role, password, fhir_user)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     finally:
         store.close()
-    out = _out()
-    out.print(f"enrolled {enrolled.username} as {role}", highlight=False)
-    out.print("Load this into the user's authenticator app now; it is not shown again:")
-    out.print(f"  secret: {enrolled.totp_secret}", highlight=False)
-    out.print(f"  URI:    {enrolled.provisioning_uri}", highlight=False)
+    console = out()
+    console.print(f"enrolled {enrolled.username} as {role}", highlight=False)
+    console.print("Load this into the user's authenticator app now; it is not shown again:")
+    console.print(f"  secret: {enrolled.totp_secret}", highlight=False)
+    console.print(f"  URI:    {enrolled.provisioning_uri}", highlight=False)
 
 
 @users_group.command("list")
@@ -73,7 +56,7 @@ def users_list() -> None:
 
     from careloop.identity.users import UserDirectory
 
-    store = _open_store()
+    store = open_configured_store()
     try:
         summaries = UserDirectory(store).list()
     finally:
@@ -90,7 +73,7 @@ def users_list() -> None:
             status,
             f"{user.created_at:%Y-%m-%d}",
         )
-    _out().print(table)
+    out().print(table)
 
 
 @users_group.command("disable")
@@ -99,15 +82,15 @@ def users_disable(username: str) -> None:
     """Refuse a user's future sign-ins and end their open sessions."""
     from careloop.identity.users import UserDirectory
 
-    store = _open_store()
+    store = open_configured_store()
     try:
         UserDirectory(store).disable(username)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     finally:
         store.close()
-    _out().print(f"disabled {username}", highlight=False)
+    out().print(f"disabled {username}", highlight=False)
 
 
 @click.group("clients")
@@ -138,17 +121,17 @@ def clients_register(
     try:
         jwks = json.loads(jwks_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        _fail(f"{jwks_path} is not a readable JSON file")
+        fail(f"{jwks_path} is not a readable JSON file")
         return
-    store = _open_store()
+    store = open_configured_store()
     try:
         client_id = ClientRegistry(store).register(name, role, list(scopes), jwks, fhir_user)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     finally:
         store.close()
-    _out().print(client_id, highlight=False)
+    out().print(client_id, highlight=False)
 
 
 @clients_group.command("list")
@@ -159,7 +142,7 @@ def clients_list() -> None:
 
     from careloop.identity.clients import ClientRegistry
 
-    store = _open_store()
+    store = open_configured_store()
     try:
         clients = ClientRegistry(store).list()
     finally:
@@ -175,7 +158,7 @@ def clients_list() -> None:
             Text(kids),
             "disabled" if client.disabled else "active",
         )
-    _out().print(table)
+    out().print(table)
 
 
 @clients_group.command("disable")
@@ -184,12 +167,12 @@ def clients_disable(client_id: str) -> None:
     """Refuse a client's token requests and revoke the tokens it holds."""
     from careloop.identity.clients import ClientRegistry
 
-    store = _open_store()
+    store = open_configured_store()
     try:
         ClientRegistry(store).disable(client_id)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     finally:
         store.close()
-    _out().print(f"disabled {client_id}", highlight=False)
+    out().print(f"disabled {client_id}", highlight=False)

@@ -30,7 +30,6 @@ token itself is opaque (`secrets.token_urlsafe(32)`) and stored only as its SHA-
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from careloop.identity import (
 )
 from careloop.identity.clients import SIGNING_ALGORITHMS, ApiClient, ClientRegistry, algorithms_for
 from careloop.identity.scopes import ScopeSet, parse_scope
+from careloop.identity.signed_jwt import Wording, numeric_date, verified_claims
 from careloop.store.repository import ResourceStore
 from careloop.store.schema import access_tokens, api_clients, used_assertions
 
@@ -63,6 +63,11 @@ MAX_SCOPE_LENGTH = 2048
 MAX_JTI_LENGTH = 256
 MAX_TOKEN_LENGTH = 128
 REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "jti"]
+ASSERTION_WORDING = Wording(
+    noun="the client assertion",
+    audience="this token endpoint",
+    garbled="the client assertion is not a valid signed JWT",
+)
 
 
 @dataclass(frozen=True)
@@ -142,30 +147,15 @@ class TokenService:
         return _Assertion(client, jti, expires_at)
 
     def _verified_claims(self, assertion: str, jwk: dict[str, Any], alg: str) -> dict[str, Any]:
-        try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
-            return jwt.decode(
-                assertion,
-                key,
-                algorithms=[alg],  # one algorithm, already checked against the allow-list
-                audience=self.token_url,
-                options={
-                    "require": REQUIRED_CLAIMS,
-                    # times are checked by _check_times against the caller's `now`
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_iss": False,
-                },
-            )
-        except jwt.InvalidSignatureError:
-            raise _client_error("the client assertion's signature does not verify") from None
-        except jwt.InvalidAudienceError:
-            raise _client_error("the client assertion's aud is not this token endpoint") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise _client_error(f"the client assertion lacks the {exc.claim} claim") from None
-        except (jwt.PyJWTError, ValueError, TypeError):
-            raise _client_error("the client assertion is not a valid signed JWT") from None
+        return verified_claims(
+            assertion,
+            jwk,
+            alg,
+            audience=self.token_url,
+            required=REQUIRED_CLAIMS,
+            wording=ASSERTION_WORDING,
+            error=_client_error,
+        )
 
     def _check_times(self, claims: dict[str, Any], moment: datetime) -> datetime:
         """Check exp, nbf and iat against `moment`; the time the assertion expires."""
@@ -318,15 +308,10 @@ def _granted_scopes(client: ApiClient, requested: str | None) -> list[str]:
 
 
 def _number(value: object, claim: str) -> float:
-    """A NumericDate claim as a finite float (JSON allows NaN, Infinity and huge integers)."""
-    try:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
-            if math.isfinite(number):
-                return number
-    except OverflowError:
-        pass
-    raise _client_error(f"the client assertion's {claim} must be a NumericDate")
+    number = numeric_date(value)
+    if number is None:
+        raise _client_error(f"the client assertion's {claim} must be a NumericDate")
+    return number
 
 
 def _digest(token: str) -> str:

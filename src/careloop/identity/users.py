@@ -124,8 +124,8 @@ class UserDirectory:
         """
         check_username(username)
         chosen = parse_role(role)
-        if chosen is Role.INTEGRATION:
-            raise ValueError("the integration role is for API clients, not people")
+        if chosen in (Role.INTEGRATION, Role.EHR):
+            raise ValueError(f"the {chosen.value} role is for systems, not people")
         check_fhir_user(chosen, fhir_user)
         check_policy(password, username)
         secret = totp_secret or totp.new_secret()
@@ -333,7 +333,7 @@ def demo_totp_secret(username: str) -> str:
 def ensure_demo_users(
     directory: UserDirectory, patient_fhir_user: str, *, demo_mode: bool = False
 ) -> list[DemoAccount]:
-    """One account per role (but integration, which is for API clients), named after the role.
+    """One account per role (but integration and ehr, which are systems), named after the role.
 
     Existing accounts are left as they are, so running the demo twice is harmless. Refuses
     unless `demo_mode` is True: these credentials are public.
@@ -342,7 +342,7 @@ def ensure_demo_users(
         raise RuntimeError("demo accounts have public credentials: create them in demo mode only")
     accounts = []
     for role in Role:
-        if role is Role.INTEGRATION:
+        if role in (Role.INTEGRATION, Role.EHR):
             continue
         username = role.value
         if role is Role.PATIENT:

@@ -654,6 +654,12 @@ class StoreTransaction:
         self._new_key_ids: list[tuple[str, str]] = []  # (key owner, key id)
         self._patients_written: set[str] = set()
 
+    @property
+    def connection(self) -> Connection:
+        """The open connection, for rows that must commit or roll back with the resources
+        (e.g. the CDS ledger's call and card rows beside the cards' FHIR records)."""
+        return self._connection
+
     def commit(self) -> None:
         try:
             self._refuse_erased_patients()

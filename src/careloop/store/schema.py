@@ -229,3 +229,79 @@ erasures = Table(
     Column("basis", String(32), nullable=False),  # patient-request or retention
     Column("resources", Integer, nullable=False),
 )
+
+# -- CDS Hooks --------------------------------------------------------------------------------
+
+# EHRs allowed to call careloop's CDS services: the JWT issuer, where its keys may come from
+# (allow-listed jku URLs, or a registered JWK Set) and the FHIR servers careloop may fetch from
+# on its behalf (an allow-list: a fhirServer named in a request is never trusted on its own).
+cds_clients = Table(
+    "cds_clients",
+    metadata,
+    Column("issuer", String(255), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("jku_allowlist", String(4096), nullable=False),  # JSON list of URLs
+    Column("jwks", String(16384), nullable=True),  # JWK Set JSON, for clients without a jku
+    Column("fhir_servers", String(4096), nullable=False),  # JSON list of FHIR base URLs
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# jti of every CDS client JWT accepted, until it expires: a replayed JWT is refused
+cds_jwt_ids = Table(
+    "cds_jwt_ids",
+    metadata,
+    Column("jti_hash", String(64), primary_key=True),
+    Column("issuer", String(255), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# Every hook call answered: a hookInstance is answered once
+cds_hook_calls = Table(
+    "cds_hook_calls",
+    metadata,
+    Column("hook_instance", String(64), primary_key=True),
+    Column("service_id", String(64), nullable=False),
+    Column("issuer", String(255), nullable=False),
+    Column("patient_hash", String(HASH_LEN), nullable=True),
+    Column("received_at", UtcDateTime(), nullable=False),
+)
+
+# Every card returned: what it was about, what made it, and the FHIR record kept of it
+cds_cards = Table(
+    "cds_cards",
+    metadata,
+    Column("card_uuid", String(36), primary_key=True),
+    Column(
+        "hook_instance",
+        String(64),
+        ForeignKey("cds_hook_calls.hook_instance"),
+        nullable=False,
+    ),
+    Column("service_id", String(64), nullable=False),
+    Column("card_key", String(128), nullable=False),  # what it is about, for de-duplication
+    Column("indicator", String(16), nullable=False),
+    Column("model_version", String(64), nullable=True),
+    Column("playbook", String(128), nullable=True),  # id@version
+    Column("unit", String(128), nullable=True),  # the ward or unit of the encounter
+    Column("patient_hash", String(HASH_LEN), nullable=True),
+    Column("record_ref", String(128), nullable=True),  # RiskAssessment/... or DetectedIssue/...
+    Column("suggestion_ids", String(2048), nullable=False),  # JSON list
+    Column("override_reasons", String(4096), nullable=False),  # JSON list of offered codes
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_cds_cards_patient", "patient_hash", "created_at"),
+)
+
+# What the clinician did with a card (CDS Hooks feedback); one row per card and outcome time
+cds_feedback = Table(
+    "cds_feedback",
+    metadata,
+    Column("card_uuid", String(36), ForeignKey("cds_cards.card_uuid"), primary_key=True),
+    Column("outcome_timestamp", UtcDateTime(), primary_key=True),
+    Column("outcome", String(16), nullable=False),  # accepted or overridden
+    Column("accepted_suggestions", String(2048), nullable=False),  # JSON list of ids
+    Column("override_reason", String(64), nullable=True),  # the code offered on the card
+    Column("override_comment", LargeBinary, nullable=True),  # sealed: free text may name anyone
+    Column("issuer", String(255), nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+)

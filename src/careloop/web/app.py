@@ -21,6 +21,16 @@ from careloop import __version__
 from careloop.access.consent import ConsentPolicy
 from careloop.access.layer import AccessLayer
 from careloop.access.roles import Permission
+from careloop.cds.budget import AlertBudget
+from careloop.cds.client_auth import CdsClientRegistry, CdsJwtVerifier
+from careloop.cds.feedback import FeedbackBook
+from careloop.cds.knowledge_page import knowledge_page
+from careloop.cds.ledger import CardLedger
+from careloop.cds.medsafety import SafetyKnowledge
+from careloop.cds.playbooks import PlaybookLibrary
+from careloop.cds.prefetch import DataGatherer
+from careloop.cds.risk import CalibrationBins
+from careloop.cds.services import CdsEngine
 from careloop.identity.clients import ClientRegistry
 from careloop.identity.ratelimit import RateLimiter
 from careloop.identity.sessions import SessionManager
@@ -31,6 +41,7 @@ from careloop.store.repository import ResourceStore
 from careloop.web import openapi_docs as docs
 from careloop.web.auth import PERMISSION_KEY, SESSION_COOKIE, WebSecurity, permission_extra
 from careloop.web.auth_routes import build_auth_router
+from careloop.web.cds_routes import CdsCorsMiddleware, build_cds_router, build_model_card_router
 from careloop.web.fhir_routes import FhirService, build_router
 from careloop.web.hardening import SecurityHeadersMiddleware, TlsOnlyMiddleware
 from careloop.web.outcomes import FhirError, Issue, outcome_response
@@ -61,6 +72,13 @@ class AppSettings:
     token_burst: int = 30
     token_per_second: float = 1.0
     sepsis_model: Path | None = None  # a trained model directory; None: risk answers 503
+    # CDS Hooks: the ONC interaction lists, extra playbook directories, the alert budget and
+    # the browser origins allowed to call (CORS)
+    ddi_dir: Path | None = None
+    playbook_dirs: tuple[Path, ...] = ()
+    cds_alert_budget: int = 6
+    cds_repeat_after: timedelta = timedelta(hours=4)
+    cds_cors_origins: tuple[str, ...] = ("*",)
 
 
 def create_app(store: ResourceStore, settings: AppSettings | None = None) -> FastAPI:
@@ -114,15 +132,51 @@ def create_app(store: ResourceStore, settings: AppSettings | None = None) -> Fas
     app.include_router(build_oversight_router(security))
     model = SepsisModel.load(settings.sepsis_model) if settings.sepsis_model else None
     app.include_router(build_sepsis_router(security, model))
+    _include_cds(app, store, security, settings, model)
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     if not settings.plain_http_allowed:
         app.add_middleware(TlsOnlyMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(CdsCorsMiddleware, origins=settings.cds_cors_origins)
     app.add_middleware(InternalErrorMiddleware)
     _finish_openapi(app)
     return app
+
+
+def cds_engine(
+    store: ResourceStore, access: AccessLayer, settings: AppSettings, model: SepsisModel | None
+) -> CdsEngine:
+    """The CDS Hooks engine. Its knowledge is loaded once, here, so a broken playbook or
+    interaction file stops the server at start rather than a card at the bedside."""
+    return CdsEngine(
+        ledger=CardLedger(store, access),
+        gatherer=DataGatherer(access),
+        playbooks=PlaybookLibrary.load(settings.playbook_dirs),
+        safety=SafetyKnowledge.load(settings.ddi_dir),
+        model=model,
+        calibration=CalibrationBins.load(settings.sepsis_model),
+        public_url=settings.public_url.rstrip("/"),
+        budget=AlertBudget(settings.cds_alert_budget, settings.cds_repeat_after),
+    )
+
+
+def _include_cds(
+    app: FastAPI,
+    store: ResourceStore,
+    security: WebSecurity,
+    settings: AppSettings,
+    model: SepsisModel | None,
+) -> None:
+    engine = cds_engine(store, security.access, settings, model)
+    verifier = CdsJwtVerifier(store, CdsClientRegistry(store))
+    feedback = FeedbackBook(store, security.access)
+    app.include_router(build_cds_router(security, engine, verifier, feedback, engine.public_url))
+    card = settings.sepsis_model / "MODEL_CARD.md" if settings.sepsis_model else None
+    text = card.read_text(encoding="utf-8") if card and card.exists() else None
+    knowledge = knowledge_page(engine.playbooks, engine.safety)
+    app.include_router(build_model_card_router(text, knowledge))
 
 
 async def _fhir_error(_request: Request, exc: Exception) -> FhirJSONResponse:
@@ -239,6 +293,12 @@ SECURITY_SCHEMES = {
         "description": "A token from POST /auth/token (SMART Backend Services).",
     },
     "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+    "cdsHooksJwt": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The EHR's signed CDS Hooks JWT (RS384 or ES384), aud = the URL called.",
+    },
 }
 
 
@@ -249,7 +309,9 @@ def _complete_operation(path: str, operation: dict) -> None:
         del responses["422"]
     outcome = {"content": {FHIR_JSON: {"schema": docs.OPERATION_OUTCOME}}}
     permission = operation.get(PERMISSION_KEY)
-    if permission != Permission.PUBLIC.value:
+    if permission == Permission.CDS_HOOKS.value:
+        responses.setdefault("401", {"description": "Not authenticated", **outcome})
+    elif permission != Permission.PUBLIC.value:
         operation["security"] = [{"bearer": []}, {"session": []}]
         responses.setdefault("400", {"description": "Bad request", **outcome})
         responses.setdefault("401", {"description": "Not authenticated", **outcome})

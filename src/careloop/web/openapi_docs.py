@@ -172,6 +172,8 @@ _DESCRIPTIONS = {
     401: "Not authenticated: OperationOutcome",
     403: "Not permitted (role, scope, consent or another patient's record): OperationOutcome",
     404: "Not found: OperationOutcome",
+    409: "Conflict (already answered or recorded otherwise): OperationOutcome",
+    412: "The data the service needs could not be had: OperationOutcome",
     413: "Body too large: OperationOutcome",
     415: "Unsupported content type: OperationOutcome",
     422: "Invalid FHIR content or dangling reference; nothing written: OperationOutcome",

@@ -1,0 +1,1 @@
+"""CDS Hooks 2.0 services: next-best-action cards in the EHR's workflow."""
