@@ -110,7 +110,19 @@ def test_accepted_and_overridden_feedback_is_stored_against_its_card(fx: Fixture
     refused = rows[fx.second.card["uuid"]]
     assert refused.outcome == "overridden" and refused.override_reason == "comfort-care"
     assert COMMENT.encode() not in refused.override_comment  # sealed
-    assert fx.book.comment(fx.second.card["uuid"], refused.outcome_timestamp) == COMMENT
+    reader = Principal("dr-quality", "user", Role.CLINICIAN, fhir_user="Practitioner/q1")
+    assert (
+        fx.book.comment(fx.second.card["uuid"], refused.outcome_timestamp, reader, treatment())
+        == COMMENT
+    )
+    auditor = Principal("auditor-1", "user", Role.AUDITOR)
+    with pytest.raises(AccessDenied):
+        fx.book.comment(
+            fx.second.card["uuid"],
+            refused.outcome_timestamp,
+            auditor,
+            AccessContext(Purpose.OPERATIONS),
+        )
 
 
 def test_each_submission_is_audited_without_the_comment(fx: Fixture) -> None:

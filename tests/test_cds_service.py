@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api_clients import BASE_URL
+from careloop.audit.log import AuditLog
 from careloop.cds.medications import drug_classes, medication_ingredients
 from careloop.cds.prefetch import prefetch_for
 from careloop.cds.risk import CalibrationBins, assess
@@ -548,8 +549,11 @@ def test_a_consent_refusing_careloop_keeps_the_data_out_of_the_decision(
         PATIENT_VIEW,
         hook_request("patient-view", "cds-p2", prefetch=small_patient("cds-p2")),
     )
-    assert answer.status_code in (403, 412), answer.text
-    assert ledger_counts(store)[1] == 0
+    # the consent withholds every resource, the Patient included: nothing to decide on
+    assert answer.status_code == 412, answer.text
+    assert ledger_counts(store) == (0, 0, 0)
+    events = [e for e in AuditLog(store).events() if "consent-denied" in e.flags]
+    assert events, "the withholding is audited"
 
 
 # -- order-sign and order-select: medication safety -----------------------------------------
@@ -811,3 +815,24 @@ def test_any_mangled_request_gets_an_answer_never_a_crash_and_records_only_answe
     else:
         assert answer.json()["resourceType"] == "OperationOutcome"
         assert after == before
+
+
+def test_an_oversized_or_non_json_body_is_refused_unread(
+    cds: TestClient, ehr: Ehr, store: ResourceStore
+) -> None:
+    from careloop.cds.hooks import MAX_REQUEST_BYTES
+
+    oversized = b"{" + b" " * MAX_REQUEST_BYTES + b"}"
+    answer = cds.post(
+        PATIENT_VIEW,
+        content=oversized,
+        headers={"content-type": "application/json", **ehr.headers(PATIENT_VIEW)},
+    )
+    assert answer.status_code == 413
+    as_text = cds.post(
+        PATIENT_VIEW,
+        content=b"hook=patient-view",
+        headers={"content-type": "text/plain", **ehr.headers(PATIENT_VIEW)},
+    )
+    assert as_text.status_code == 415
+    assert ledger_counts(store) == (0, 0, 0)

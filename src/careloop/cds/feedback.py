@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import AccessContext, Principal
+from careloop.access.roles import Permission
 from careloop.audit.events import AuditAction, fhir_instant
 from careloop.cds.ledger import require_patient_write
 from careloop.store.crypto import Sealer
@@ -207,8 +208,22 @@ class FeedbackBook:
         )
         return result
 
-    def comment(self, card_uuid: str, outcome_timestamp: datetime) -> str | None:
-        """The clinician's comment on an override, unsealed (for a reviewer holding the key)."""
+    def comment(
+        self,
+        card_uuid: str,
+        outcome_timestamp: datetime,
+        principal: Principal,
+        ctx: AccessContext,
+    ) -> str | None:
+        """The clinician's comment on an override, unsealed. Free text may name the patient, so
+        the reader needs the patient-read right, and the read is audited (without the text)."""
+        self.access.authorize(principal, ctx, Permission.PATIENT_READ, action=AuditAction.READ)
+        self.access.record(
+            principal,
+            ctx,
+            AuditAction.READ,
+            detail=f"override comment of CDS card {card_uuid.lower()[:36]}",
+        )
         with self.store.engine.connect() as connection:
             sealed = connection.execute(
                 select(cds_feedback.c.override_comment).where(

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,11 +18,12 @@ from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Permission, Role
 from careloop.audit.events import AuditAction, AuditOutcome
 from careloop.cds.client_auth import CdsAuthError, CdsCaller, CdsJwtVerifier
-from careloop.cds.feedback import FeedbackBook, FeedbackError, FeedbackRequest
+from careloop.cds.feedback import FeedbackBook, FeedbackError, parse_feedback
 from careloop.cds.hooks import MAX_REQUEST_BYTES, CdsRequestError
 from careloop.cds.services import CdsEngine, principal_for
 from careloop.web import openapi_docs as docs
 from careloop.web.auth import WebSecurity, permission_extra
+from careloop.web.body import FHIR_JSON_TYPES, read_limited, require_content_type
 from careloop.web.outcomes import FhirError, Issue
 
 CDS_PREFIX = "/cds-services"
@@ -124,18 +123,10 @@ def build_cds_router(
     async def give_feedback(service_id: str, request: Request) -> JSONResponse:
         caller = caller_of(request)
         body = await _body(request)
-        try:
-            parsed = FeedbackRequest.model_validate(orjson.loads(body))
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            message = "the body is not a CDS Hooks feedback request"
-            if isinstance(exc, ValidationError):
-                first = exc.errors()[0]
-                message += f": {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-            _audit_refusal(security, request, "feedback refused with 400", caller)
-            raise FhirError.of(400, "invalid", message) from None
         principal = principal_for(caller, None)
         ctx = AccessContext(Purpose.TREATMENT, "", _source(request))
         try:
+            parsed = parse_feedback(body)
             result = feedback.submit(service_id, caller.client.issuer, parsed, principal, ctx)
         except FeedbackError as exc:
             _audit_refusal(security, request, f"feedback refused with {exc.status}", caller)
@@ -174,10 +165,9 @@ def build_model_card_router(model_card: str | None, knowledge: str) -> APIRouter
 
 
 async def _body(request: Request) -> bytes:
-    body = await request.body()
-    if len(body) > MAX_REQUEST_BYTES:
-        raise FhirError.of(413, "too-long", f"the request is larger than {MAX_REQUEST_BYTES} bytes")
-    return body
+    """The JSON body, refused unread past the limit (Content-Length, then while streaming)."""
+    require_content_type(request, FHIR_JSON_TYPES)
+    return await read_limited(request, MAX_REQUEST_BYTES)
 
 
 def _source(request: Request) -> str:
