@@ -205,3 +205,13 @@ def convert_physionet(data: Path, out: Path, limit: int | None) -> None:
     counts = write_fhir_ndjson(data, out, limit=limit)
     summary = ", ".join(f"{name}: {count:,}" for name, count in sorted(counts.items()))
     stdout.print(f"wrote {summary} to {out}", highlight=False)
+
+
+def _attach_wearables() -> None:
+    # the device importers live with remote monitoring; `convert` is the one place converters go
+    from careloop.monitoring.cli import convert_wearables_command
+
+    convert_group.add_command(convert_wearables_command)
+
+
+_attach_wearables()

@@ -1,0 +1,1 @@
+"""Remote monitoring: wearable and home-device streams judged against each person's baseline."""
