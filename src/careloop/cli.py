@@ -527,6 +527,7 @@ def _register_subcommands() -> None:
     )
     from careloop.cli_sepsis import convert_group, evaluate_group, predict_group, train_group
     from careloop.identity.cli import clients_group, users_group
+    from careloop.monitoring.replay_cli import monitor_group
 
     for command in (
         audit_group,
@@ -544,6 +545,7 @@ def _register_subcommands() -> None:
         cds_clients_group,
         playbooks_group,
         report_group,
+        monitor_group,
     ):
         main.add_command(command)
 

@@ -16,6 +16,7 @@ from careloop.monitoring.fhir import sample_to_observation
 from careloop.monitoring.importers import (
     ExportError,
     ImportReport,
+    find_exports,
     read_fitbit,
     read_smartwatch_heart_rate,
     read_smartwatch_steps,
@@ -24,22 +25,6 @@ from careloop.monitoring.importers import (
     smartwatch_persons,
 )
 from careloop.monitoring.signals import Sample
-
-
-def _data_sets(data: Path) -> dict[str, Path]:
-    """Which exports DATA holds: itself one export, or the wearables folder holding several."""
-    markers = {
-        "fitbit": "hourlySteps_merged.csv",
-        "welltory": "wearables.csv",
-    }
-    found: dict[str, Path] = {}
-    for folder in (data, *sorted(p for p in data.iterdir() if p.is_dir())):
-        for name, marker in markers.items():
-            if (folder / marker).is_file():
-                found.setdefault(name, folder)
-        if any(folder.glob("*_hr.csv.zip")) or any(folder.glob("*_steps.csv.zip")):
-            found.setdefault("smartwatch", folder)
-    return found
 
 
 def _smartwatch(folder: Path, report: ImportReport, raw: bool, limit: int | None) -> Iterator:
@@ -63,7 +48,7 @@ def write_wearables_ndjson(
     data: Path, out: Path, *, raw_heart_rate: bool = False, limit: int | None = None
 ) -> dict[str, ImportReport]:
     """Write Patient.ndjson and Observation.ndjson for every export found in DATA."""
-    data_sets = _data_sets(data)
+    data_sets = find_exports(data)
     if not data_sets:
         raise ExportError(f"{data}: no Fitbit, Welltory or smartwatch export found")
     out.mkdir(parents=True, exist_ok=True)

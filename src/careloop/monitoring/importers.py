@@ -37,6 +37,29 @@ class ExportError(ValueError):
     """An export that cannot be read at all (missing file, wrong columns)."""
 
 
+# a file only that vendor's export holds, by which a folder is recognised
+EXPORT_MARKERS = {"fitbit": "hourlySteps_merged.csv", "welltory": "wearables.csv"}
+
+
+def find_exports(data_dir: Path) -> dict[str, Path]:
+    """The exports DATA_DIR holds ("fitbit", "welltory", "smartwatch"): itself one export, or
+    the wearables folder holding several. ExportError when it is missing or unreadable."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise ExportError(f"{data_dir}: no such folder")
+    found: dict[str, Path] = {}
+    try:
+        for folder in (data_dir, *sorted(p for p in data_dir.iterdir() if p.is_dir())):
+            for name, marker in EXPORT_MARKERS.items():
+                if (folder / marker).is_file():
+                    found.setdefault(name, folder)
+            if any(folder.glob("*_hr.csv.zip")) or any(folder.glob("*_steps.csv.zip")):
+                found.setdefault("smartwatch", folder)
+    except OSError as error:
+        raise ExportError(f"{data_dir}: cannot be read ({error.strerror})") from None
+    return found
+
+
 @dataclass
 class ImportReport:
     """What one import produced and what it left out, by reason."""
