@@ -23,6 +23,7 @@ from careloop.cds.ledger import CardLedger, DuplicateHookInstance, HookCall, Iss
 from careloop.cds.medsafety import MedicationContext, SafetyKnowledge, check_orders
 from careloop.cds.playbooks import PlaybookLibrary, TriggerSignals
 from careloop.cds.prefetch import DataGatherer, PatientData, PrefetchKey
+from careloop.cds.renal import CREATININE_LOINC, EGFR_LOINC
 from careloop.cds.risk import WINDOW_HOURS, CalibrationBins, RiskPicture, assess
 from careloop.fhir.indexing import clinical_period, patient_id_of
 from careloop.sepsis.model import SepsisModel
@@ -33,19 +34,8 @@ MEDICATIONS = PrefetchKey(
     "medications", "MedicationRequest?patient={{context.patientId}}&_count=1000"
 )
 ALLERGIES = PrefetchKey("allergies", "AllergyIntolerance?patient={{context.patientId}}&_count=1000")
-# eGFR (measured or reported) and serum creatinine, for renal dosing
-RENAL_LOINC = (
-    "33914-3",
-    "48642-3",
-    "48643-1",
-    "62238-1",
-    "98979-8",
-    "50044-7",
-    "88293-6",
-    "88294-4",
-    "2160-0",
-    "38483-4",
-)
+# eGFR (measured or reported) and serum creatinine: the codes renal dosing reads
+RENAL_LOINC = tuple(sorted(EGFR_LOINC | CREATININE_LOINC))
 RENAL_LABS = PrefetchKey(
     "renal",
     "Observation?patient={{context.patientId}}&code="
