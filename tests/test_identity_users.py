@@ -330,7 +330,7 @@ def test_demo_accounts_need_demo_mode(directory):
 def test_demo_accounts_exist_for_every_person_role_and_can_log_in(directory):
     accounts = ensure_demo_users(directory, "Patient/demo-1", demo_mode=True)
 
-    assert {a.role for a in accounts} == set(Role) - {Role.INTEGRATION, Role.EHR}
+    assert {a.role for a in accounts} == set(Role) - {Role.INTEGRATION, Role.EHR, Role.MONITOR}
     by_role = {a.role: a for a in accounts}
     assert by_role[Role.PATIENT].fhir_user == "Patient/demo-1"
     assert by_role[Role.CLINICIAN].fhir_user == "Practitioner/demo-clinician"

@@ -15,10 +15,8 @@ from hypothesis import strategies as st
 from careloop.monitoring.baseline import (
     PRIORS,
     SignalBaseline,
-    daily_totals,
     histogram_median_mad,
     resting_heart_rate,
-    sleep_per_night,
 )
 from careloop.monitoring.signals import Sample, Signal
 from conftest import shared_data
@@ -196,26 +194,6 @@ def test_arbitrary_finite_values_never_crash(
     ]
     for deviation in feed(baseline, stream):
         assert math.isfinite(deviation.z) and deviation.scale > 0
-
-
-def test_daily_totals_sum_per_local_day_and_ignore_duplicates() -> None:
-    hours = [sample(Signal.STEPS, START + timedelta(hours=h), 100.0) for h in range(48)]
-    totals = daily_totals([*hours, hours[0]], Signal.STEPS, utc_offset_minutes=60)
-    assert [(s.time, s.value) for s in totals] == [
-        (START - timedelta(minutes=60), 2_300.0),
-        (START + timedelta(days=1, minutes=-60), 2_400.0),
-        (START + timedelta(days=2, minutes=-60), 100.0),
-    ]
-    assert all(s.period_minutes == 1440 for s in totals)
-    with pytest.raises(ValueError, match="summed"):
-        daily_totals(hours, Signal.WEIGHT)
-
-
-def test_sleep_is_assigned_to_the_evening_it_began() -> None:
-    evening = sample(Signal.SLEEP_MINUTES, START + timedelta(hours=23), 60.0)
-    after_midnight = sample(Signal.SLEEP_MINUTES, START + timedelta(days=1, hours=1), 300.0)
-    nights = sleep_per_night([evening, after_midnight])
-    assert [(s.time.date(), s.value) for s in nights] == [(date(2024, 3, 1), 360.0)]
 
 
 def _minute_stream(level_at_rest: float, level_active: float) -> tuple[list, list]:

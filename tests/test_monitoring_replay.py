@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from careloop.monitoring.importers import ExportError, read_fitbit, read_welltory
+from careloop.monitoring.monitor import Monitor, bucket_time
 from careloop.monitoring.replay import (
     ReplayCounters,
     ReplayRow,
-    daily_stream,
     replay,
     replay_samples,
     replayable_exports,
@@ -24,11 +24,10 @@ from careloop.monitoring.replay import (
 from careloop.monitoring.replay_cli import monitor_group
 from careloop.monitoring.signals import Sample, Signal
 from conftest import shared_data
+from monitoring_streams import EPISODE, START, person_stream
 
 FITBIT = "wearables/fitbit_fitabase_2016"
 WELLTORY = "wearables/welltory_hrv_covid19"
-START = date(2024, 3, 1)
-EPISODE = range(30, 33)  # day numbers of the injected 3-day rise
 
 
 def _keys(rows: list[ReplayRow]) -> list[tuple[str, date]]:
@@ -62,9 +61,8 @@ def test_welltory_replay_one_row_per_person_day():
     folder = shared_data(WELLTORY)
     expected = set()
     for sample in read_welltory(folder):
-        episode = sample.signal is Signal.SLEEP_MINUTES and sample.period_minutes != 1440
-        moment = sample.time - timedelta(hours=12) if episode else sample.time
-        expected.add((sample.person_id, moment.date()))  # a sleep episode belongs to its night
+        # a sleep episode counts for the day it ends
+        expected.add((sample.person_id, bucket_time(sample).date()))
     counters = ReplayCounters()
     rows = list(replay(folder, counters=counters))
 
@@ -87,35 +85,9 @@ def test_limit_persons_keeps_the_first_persons():
     assert persons == sorted({s.person_id for s in read_fitbit(folder)})[:2]
 
 
-def _daily(signal: Signal, day: int, value: float, period: int | None = None) -> Sample:
-    time = datetime.combine(START + timedelta(days=day), datetime.min.time(), UTC)
-    return Sample("p1", signal, time, value, f"p1-{signal.value}-{day}", "test", period)
-
-
-def _stream(episode: bool, days: int = 40, heart_hours: int = 0) -> list[Sample]:
-    """Resting heart rate near 60 bpm and about 8,000 steps a day with a small fixed wobble; with
-    `episode`, resting heart rate up 8 bpm and steps halved on the EPISODE days (the
-    infection-like pattern needs a supporting signal). `heart_hours` adds intraday heart rate in
-    that many hours of each day, so the day's wear time is known."""
-    samples = []
-    for day in range(days):
-        wobble = (day * 7) % 5 - 2  # -2..2, deterministic
-        ill = episode and day in EPISODE
-        samples.append(_daily(Signal.RESTING_HEART_RATE, day, 60 + 0.5 * wobble + 8 * ill))
-        steps = (8000 + 150 * wobble) * (0.5 if ill else 1.0)
-        samples.append(_daily(Signal.STEPS, day, steps, 1440))
-        for hour in range(heart_hours):
-            time = datetime.combine(START + timedelta(days=day), datetime.min.time(), UTC)
-            time += timedelta(hours=8 + hour, minutes=5)
-            samples.append(
-                Sample("p1", Signal.HEART_RATE, time, 70.0, f"p1-hr-{day}-{hour}", "test")
-            )
-    return samples
-
-
 def test_injected_rise_raises_an_alert_within_the_episode():
     counters = ReplayCounters()
-    rows = list(replay_samples({"p1": _stream(episode=True)}, counters=counters))
+    rows = list(replay_samples({"p1": person_stream(episode=True)}, counters=counters))
 
     alert_days = [(row.date - START).days for row in rows if row.alert]
     assert alert_days and all(day in EPISODE for day in alert_days)
@@ -126,7 +98,7 @@ def test_injected_rise_raises_an_alert_within_the_episode():
 
 def test_same_stream_without_the_rise_raises_nothing():
     counters = ReplayCounters()
-    rows = list(replay_samples({"p1": _stream(episode=False)}, counters=counters))
+    rows = list(replay_samples({"p1": person_stream(episode=False)}, counters=counters))
 
     assert len(rows) == 40
     assert not any(row.alert for row in rows)
@@ -138,17 +110,19 @@ def test_too_little_wear_holds_the_episode_back():
     """Intraday heart rate in only 3 hours a day: resting heart rate from such days is not
     trusted (under 10 hours of wear), so the episode is suppressed for data quality."""
     counters = ReplayCounters()
-    rows = list(replay_samples({"p1": _stream(episode=True, heart_hours=3)}, counters=counters))
+    rows = list(
+        replay_samples({"p1": person_stream(episode=True, heart_hours=3)}, counters=counters)
+    )
 
     assert not any(row.alert for row in rows)
     assert counters.suppressed["quality"] > 0
 
-    worn = list(replay_samples({"p1": _stream(episode=True, heart_hours=12)}))
+    worn = list(replay_samples({"p1": person_stream(episode=True, heart_hours=12)}))
     assert [(r.date - START).days for r in worn if r.alert] == [EPISODE[1]]
 
 
 def test_implausible_samples_are_refused_and_counted():
-    samples = _stream(episode=False, days=5)
+    samples = person_stream(episode=False, days=5)
     time = datetime.combine(START, datetime.min.time(), UTC) + timedelta(hours=3)
     samples.append(Sample("p1", Signal.RESTING_HEART_RATE, time, 400.0, "bad", "test"))
     counters = ReplayCounters()
@@ -163,14 +137,19 @@ def test_hourly_steps_become_one_daily_total():
         Sample("p1", Signal.STEPS, datetime(2024, 3, 1, h, tzinfo=UTC), 100.0, f"s{h}", "t", 60)
         for h in range(24)
     ]
-    daily = daily_stream(hours, 0)
-    assert [(s.value, s.period_minutes) for s in daily] == [(2400.0, 1440)]
+    monitor = Monitor()
+    for sample in hours:
+        assert monitor.accept(sample) == []
+    (outcome,) = monitor.finish()
+    assert [(s.signal, s.value, s.period_minutes) for s in outcome.summaries] == [
+        (Signal.STEPS, 2400.0, 1440)
+    ]
 
 
 def test_replayable_exports_errors(tmp_path: Path):
     with pytest.raises(ExportError, match="no such folder"):
         replayable_exports(tmp_path / "absent")
-    with pytest.raises(ExportError, match="no Fitbit or Welltory export"):
+    with pytest.raises(ExportError, match="no Fitbit, Welltory or smartwatch export"):
         replayable_exports(tmp_path)
 
 
@@ -214,7 +193,7 @@ def test_cli_fails_cleanly_on_a_folder_without_exports(tmp_path: Path):
     result = CliRunner().invoke(monitor_group, ["replay", "--data", str(data), "--out", str(out)])
 
     assert result.exit_code == 2
-    assert "no Fitbit or Welltory export found" in result.output
+    assert "no Fitbit, Welltory or smartwatch export found" in result.output
     assert not out.exists()
 
 

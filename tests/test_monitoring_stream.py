@@ -40,7 +40,7 @@ PER_PERSON = 40
 LATENESS = timedelta(minutes=10)
 
 
-def _nats_reachable() -> bool:
+def nats_reachable() -> bool:
     host, port = NATS_URL.removeprefix("nats://").split(":")
     try:
         with socket.create_connection((host, int(port)), timeout=1):
@@ -316,7 +316,7 @@ def jetstream_config(durable: str = "processor") -> JetStreamConfig:
 
 
 def test_jetstream_kill_and_resume_processes_each_sample_once() -> None:
-    require(_nats_reachable(), f"NATS JetStream is not reachable at {NATS_URL}")
+    require(nats_reachable(), f"NATS JetStream is not reachable at {NATS_URL}")
     config = jetstream_config()
 
     async def scenario() -> None:

@@ -284,6 +284,7 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
     accounts = demo_accounts(store)
     print_demo_tour(store, settings, host, port, accounts)
     print_demo_risks(store)
+    print_demo_monitoring(store)
     print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True))
     if not no_serve:
         serve_store(store, host, port, app_settings(settings, f"http://{host}:{port}", demo=True))
@@ -411,6 +412,26 @@ def print_demo_cards(store: ResourceStore, settings: AppSettings, patients: int 
     stdout.print(f"  each card's sources: {settings.public_url}/knowledge/cds", highlight=False)
 
 
+def print_demo_monitoring(store: ResourceStore) -> None:
+    """Remote monitoring over the demo population's home-device data, and what it raised."""
+    from careloop.access.principal import Purpose
+    from careloop.access.roles import Role
+    from careloop.cli_rights import local_context, local_principal
+    from careloop.monitoring.demo import run_demo_monitoring
+
+    result = run_demo_monitoring(
+        store, local_principal(Role.NURSE), local_context(Purpose.TREATMENT)
+    )
+    stdout.print(
+        f"remote monitoring: {result.samples:,} device samples from {result.persons} people, "
+        f"{result.person_days:,} person-days judged against each person's own baseline; "
+        f"{result.alerts} alerts, {result.engagement_tasks} engagement Tasks (devices silent)",
+        highlight=False,
+    )
+    for text in result.explanations:
+        stdout.print(f"  {text}", highlight=False, markup=False)
+
+
 def demo_patient_ids(store: ResourceStore, count: int) -> list[str]:
     """The first demo patients, read as the local clinician through the access layer (so the
     demo's own look-ups are consent-checked and audited like any other read)."""
@@ -527,7 +548,7 @@ def _register_subcommands() -> None:
     )
     from careloop.cli_sepsis import convert_group, evaluate_group, predict_group, train_group
     from careloop.identity.cli import clients_group, users_group
-    from careloop.monitoring.replay_cli import monitor_group
+    from careloop.monitoring.worker_cli import monitor_group  # with run and publish attached
 
     for command in (
         audit_group,

@@ -66,6 +66,7 @@ ALLOWED_PURPOSES: dict[Role, frozenset[Purpose]] = {
     Role.ADMIN: frozenset({Purpose.OPERATIONS}),
     Role.INTEGRATION: frozenset({Purpose.OPERATIONS, Purpose.TREATMENT}),
     Role.EHR: frozenset({Purpose.TREATMENT, Purpose.EMERGENCY_TREATMENT}),
+    Role.MONITOR: frozenset({Purpose.TREATMENT}),
 }
 # Purposes under which an active break-glass grant overrides a consent denial.
 BREAK_GLASS_PURPOSES = frozenset(

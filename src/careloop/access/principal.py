@@ -50,6 +50,7 @@ DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.ADMIN: Purpose.OPERATIONS,
     Role.INTEGRATION: Purpose.OPERATIONS,
     Role.EHR: Purpose.TREATMENT,
+    Role.MONITOR: Purpose.TREATMENT,
 }
 
 

@@ -28,6 +28,9 @@ class Role(StrEnum):
     # an EHR calling careloop's CDS Hooks services: it reads the record to decide, writes the
     # record of each card, and acts for the user it names (context.userId)
     EHR = "ehr"
+    # careloop's own remote-monitoring worker: reads device data (and the consent that governs
+    # it), writes daily summaries and the alerts it raises (Flag, DetectedIssue, Task, Media)
+    MONITOR = "monitor"
 
 
 class Permission(StrEnum):
@@ -82,6 +85,7 @@ AUTHORIZATION: dict[Role, frozenset[Permission]] = {
     ),
     Role.INTEGRATION: frozenset({Permission.PATIENT_WRITE, Permission.BULK_INGEST}),
     Role.EHR: frozenset({Permission.PATIENT_READ, Permission.PATIENT_WRITE}),
+    Role.MONITOR: frozenset({Permission.PATIENT_READ, Permission.PATIENT_WRITE}),
 }
 
 

@@ -87,6 +87,10 @@ class IssuedCard:
     playbook: str | None  # "id@version"
     record: dict | None  # a RiskAssessment or DetectedIssue (id set) to keep; None for a notice
     used: tuple[str, ...]  # references of the data the card was made from
+    # the record is already in the store (a monitoring alert's DetectedIssue, kept current by
+    # the monitoring worker): the ledger points at it and adds only the Provenance, so a call
+    # never rewrites it with the copy it read
+    record_stored: bool = False
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,8 @@ def _prepare(
     provenance = provenance_for(record_ref, card_uuid, issued, call, used, user, now)
     _validate(provenance, f"{where} (its Provenance)")
     row["record_ref"] = record_ref
+    if issued.record_stored:
+        return _Prepared(row=row, resources=(provenance,))
     return _Prepared(row=row, resources=(issued.record, provenance))
 
 

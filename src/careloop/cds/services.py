@@ -21,6 +21,7 @@ from careloop.cds.facts import facts_from
 from careloop.cds.hooks import CdsRequestError, HookRequest, draft_resources, parse_hook_request
 from careloop.cds.ledger import CardLedger, DuplicateHookInstance, HookCall, IssuedCard
 from careloop.cds.medsafety import MedicationContext, SafetyKnowledge, check_orders
+from careloop.cds.monitoring_cards import monitoring_cards
 from careloop.cds.playbooks import PlaybookLibrary, TriggerSignals
 from careloop.cds.prefetch import DataGatherer, PatientData, PrefetchKey
 from careloop.cds.renal import CREATININE_LOINC, EGFR_LOINC
@@ -94,7 +95,8 @@ SERVICES = {
             "careloop: deterioration, sepsis risk and overdue follow-ups",
             "Sepsis risk from careloop's validated model and NEWS2 deterioration, with the next "
             "best actions from reviewed playbooks, personalized to allergies, kidney function, "
-            "what is already ordered and goals of care; and overdue follow-ups.",
+            "what is already ordered and goals of care; overdue follow-ups; and live remote "
+            "monitoring alerts, each signal against the person's own baseline.",
             PATIENT_VIEW_KEYS,
         ),
         CdsService(
@@ -154,7 +156,7 @@ class CdsEngine:
             knowledge_url=f"{self.public_url}/knowledge/cds",
         )
         if service.hook == "patient-view":
-            cards = self._patient_view(data, card_ctx)
+            cards = self._patient_view(data, card_ctx, principal, ctx)
         else:
             cards = self._medication_safety(request, data, card_ctx)
         recent = self.ledger.recent(request.patient_id, now - timedelta(hours=24))
@@ -175,7 +177,9 @@ class CdsEngine:
             raise CdsRequestError(409, "this hookInstance has already been answered") from None
         return {"cards": [issued.card for issued in cards]}
 
-    def _patient_view(self, data: PatientData, ctx: CardContext) -> list[IssuedCard]:
+    def _patient_view(
+        self, data: PatientData, ctx: CardContext, principal: Principal, access: AccessContext
+    ) -> list[IssuedCard]:
         resources = data.resources()
         try:
             timeline = build_timeline(data.patient_id, resources)
@@ -185,10 +189,13 @@ class CdsEngine:
         signals = TriggerSignals(sepsis_alert=picture.sepsis_alert, news2=picture.news2)
         facts = facts_from(data.patient_id, resources, ctx.now)
         used = _observations_used(data, picture)
-        return [
+        cards = [
             playbook_card(plan, picture, ctx, used)
             for plan in self.playbooks.plans(signals, facts, ctx.now)
         ]
+        # home-monitoring alerts live in careloop's store whatever the EHR sent
+        monitoring = monitoring_cards(self.gatherer.access, principal, access, ctx, self.public_url)
+        return cards + monitoring
 
     def _medication_safety(
         self, request: HookRequest, data: PatientData, ctx: CardContext

@@ -124,7 +124,7 @@ class UserDirectory:
         """
         check_username(username)
         chosen = parse_role(role)
-        if chosen in (Role.INTEGRATION, Role.EHR):
+        if chosen in (Role.INTEGRATION, Role.EHR, Role.MONITOR):
             raise ValueError(f"the {chosen.value} role is for systems, not people")
         check_fhir_user(chosen, fhir_user)
         check_policy(password, username)
@@ -342,7 +342,7 @@ def ensure_demo_users(
         raise RuntimeError("demo accounts have public credentials: create them in demo mode only")
     accounts = []
     for role in Role:
-        if role in (Role.INTEGRATION, Role.EHR):
+        if role in (Role.INTEGRATION, Role.EHR, Role.MONITOR):
             continue
         username = role.value
         if role is Role.PATIENT:

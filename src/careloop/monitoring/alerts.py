@@ -226,7 +226,7 @@ PATTERN_WORDS = {
     HEART_FAILURE: "weight gain suggesting fluid build-up (heart failure)",
     FALLING_SPO2: "falling oxygen saturation",
 }
-_SIGNAL_WORDS = {
+SIGNAL_WORDS = {
     Signal.HEART_RATE: ("Heart rate", "bpm", 0),
     Signal.RESTING_HEART_RATE: ("Resting heart rate", "bpm", 0),
     Signal.HRV_RMSSD: ("Heart rate variability", "ms", 0),
@@ -237,6 +237,7 @@ _SIGNAL_WORDS = {
     Signal.SYSTOLIC_BP: ("Systolic blood pressure", "mmHg", 0),
     Signal.DIASTOLIC_BP: ("Diastolic blood pressure", "mmHg", 0),
     Signal.GLUCOSE: ("Glucose", "mg/dL", 0),
+    Signal.BODY_TEMPERATURE: ("Body temperature", "degC", 1),
 }
 
 
@@ -246,7 +247,7 @@ def _day(day: date) -> str:
 
 def describe_evidence(item: Evidence) -> str:
     """E.g. 'Resting heart rate up 7 bpm to 65 bpm (usual 58 bpm, +3.5 SD) since 3 Mar 2024.'"""
-    name, unit, places = _SIGNAL_WORDS[item.signal]
+    name, unit, places = SIGNAL_WORDS[item.signal]
     points = " points" if item.signal is Signal.SPO2 else f" {unit}"
     after = "%" if item.signal is Signal.SPO2 else f" {unit}"
     direction = "up" if item.change >= 0 else "down"

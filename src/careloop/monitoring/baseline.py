@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from statistics import median
 from typing import Any, NamedTuple
@@ -102,6 +102,10 @@ PRIORS: dict[Signal, Prior] = {
     Signal.SYSTOLIC_BP: Prior((122.0,), 9.0, 5.0, 3.0, 1.0, 15.0),
     Signal.DIASTOLIC_BP: Prior((76.0,), 6.0, 5.0, 2.0, 1.0, 10.0),
     Signal.GLUCOSE: Prior((100.0,), 15.0, 5.0, 5.0, 1.0, 20.0),
+    # Geneva et al., Open Forum Infect Dis 2019;6(4):ofz032 (systematic review): mean oral
+    # temperature of healthy adults about 36.6 degC, people differing by a few tenths; a
+    # person's own readings vary by about 0.3 degC from day to day (our rounding).
+    Signal.BODY_TEMPERATURE: Prior((36.6,), 0.3, 5.0, 0.1, 0.05, 0.4),
 }
 
 
@@ -356,46 +360,13 @@ def _local_date(time: datetime, utc_offset_minutes: int) -> date:
     return (time + timedelta(minutes=utc_offset_minutes)).date()
 
 
-def _daily_sample(person_id: str, signal: Signal, day: date, value: float, offset: int) -> Sample:
+def daily_sample(person_id: str, signal: Signal, day: date, value: float, offset: int) -> Sample:
     """A one-day summary sample, timed at local midnight of its day (as UTC)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(minutes=offset)
     return Sample(
         person_id, signal, start, value, f"{person_id}:{signal.value}:{day.isoformat()}",
         DAILY_SOURCE, 1440,
     )  # fmt: skip
-
-
-def daily_totals(
-    samples: Iterable[Sample], signal: Signal = Signal.STEPS, utc_offset_minutes: int = 0
-) -> list[Sample]:
-    """Per-person, per-local-day totals of a summed signal (steps by minute or hour into steps
-    per day). Duplicate `sample_id`s are counted once, so a re-sent hour does not double a day."""
-    if not CATALOGUE[signal].summed:
-        raise ValueError(f"{signal} is a level, not a summed signal")
-    totals: dict[tuple[str, date], float] = {}
-    seen: set[str] = set()
-    for sample in samples:
-        if sample.signal != signal or sample.sample_id in seen or not math.isfinite(sample.value):
-            continue
-        seen.add(sample.sample_id)
-        key = (sample.person_id, _local_date(sample.time, utc_offset_minutes))
-        totals[key] = totals.get(key, 0.0) + sample.value
-    return [
-        _daily_sample(person, signal, day, value, utc_offset_minutes)
-        for (person, day), value in sorted(totals.items())
-    ]
-
-
-def sleep_per_night(samples: Iterable[Sample], utc_offset_minutes: int = 0) -> list[Sample]:
-    """Minutes asleep per night. A sleep sample is timed at the start of its episode; the night
-    is named after the evening it began, so an episode starting at 01:00 belongs to the night
-    before (start minus 12 hours), and a night split by waking is summed."""
-    shifted = [
-        replace(sample, time=sample.time - timedelta(hours=12))
-        for sample in samples
-        if sample.signal == Signal.SLEEP_MINUTES
-    ]
-    return daily_totals(shifted, Signal.SLEEP_MINUTES, utc_offset_minutes)
 
 
 # Mishra et al., Nat Biomed Eng 2020;4:1208-1220: resting heart rate is heart rate in minutes
@@ -428,16 +399,22 @@ def resting_heart_rate(
         per_day.setdefault((person, _local_date(moment, utc_offset_minutes)), []).append(value)
     result = []
     for (person, day), values in sorted(per_day.items()):
-        if len(values) < MIN_MINUTES:
-            continue
-        if active is not None:
-            value = sum(values) / len(values)
-        else:
-            value = sorted(values)[int(RESTING_QUANTILE * (len(values) - 1))]
-        result.append(
-            _daily_sample(person, Signal.RESTING_HEART_RATE, day, value, utc_offset_minutes)
-        )
+        value = resting_value(values, with_steps=active is not None)
+        if value is not None:
+            result.append(
+                daily_sample(person, Signal.RESTING_HEART_RATE, day, value, utc_offset_minutes)
+            )
     return result
+
+
+def resting_value(minute_means: list[float], *, with_steps: bool) -> float | None:
+    """A day's resting heart rate from its qualifying minute means: their mean when steps
+    told which minutes were at rest, else their 10th percentile; None under an hour of minutes."""
+    if len(minute_means) < MIN_MINUTES:
+        return None
+    if with_steps:
+        return sum(minute_means) / len(minute_means)
+    return sorted(minute_means)[int(RESTING_QUANTILE * (len(minute_means) - 1))]
 
 
 def _minute_means(heart_rate: Iterable[Sample]) -> dict[tuple[str, int], float]:

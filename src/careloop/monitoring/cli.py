@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import orjson
 
+from careloop.monitoring.baseline import resting_heart_rate
 from careloop.monitoring.fhir import sample_to_observation
 from careloop.monitoring.importers import (
     ExportError,
@@ -21,7 +22,6 @@ from careloop.monitoring.importers import (
     read_smartwatch_heart_rate,
     read_smartwatch_steps,
     read_welltory,
-    resting_heart_rate_daily,
     smartwatch_persons,
 )
 from careloop.monitoring.signals import Sample
@@ -39,7 +39,7 @@ def _smartwatch(folder: Path, report: ImportReport, raw: bool, limit: int | None
         if (folder / f"{person}_steps.csv.zip").is_file():
             minutes = read_smartwatch_steps(folder, person, ImportReport(), period_minutes=1)
             heart = read_smartwatch_heart_rate(folder, person, ImportReport())
-            for sample in resting_heart_rate_daily(heart, minutes):
+            for sample in resting_heart_rate(heart, minutes):
                 report.kept(sample)
                 yield sample
 

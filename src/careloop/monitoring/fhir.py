@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from careloop.monitoring.signals import BY_LOINC, CATALOGUE, Sample, Signal, SignalInfo
@@ -20,6 +21,8 @@ UCUM = "http://unitsofmeasure.org"
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 ORIGIN_SYSTEM = "https://careloop.dev/fhir/CodeSystem/data-origin"
 SAMPLE_ID_SYSTEM = "https://careloop.dev/fhir/sid/device-sample"
+DEVICE_ORIGIN = "device"
+SUMMARY_ORIGIN = "derived"  # careloop's own daily values (a day's steps, derived resting HR)
 
 # Levels measured on the body are vital signs; counts of behaviour are activity; glucose is a
 # laboratory analyte even when a home meter measures it.
@@ -36,12 +39,17 @@ _UNIT_FACTORS: dict[Signal, dict[str, float]] = {
     Signal.RESTING_HEART_RATE: {"/min": 1.0, "{beats}/min": 1.0, "1/min": 1.0},
     Signal.HRV_RMSSD: {"ms": 1.0, "s": 1000.0},
     Signal.SPO2: {"%": 1.0, "1": 100.0},
-    Signal.STEPS: {"{steps}": 1.0, "1": 1.0, "{count}": 1.0},
+    Signal.STEPS: {"{steps}": 1.0, "1": 1.0, "{count}": 1.0, "/d": 1.0, "{steps}/d": 1.0},
     Signal.SLEEP_MINUTES: {"min": 1.0, "h": 60.0, "s": 1 / 60},
     Signal.WEIGHT: {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237},
     Signal.SYSTOLIC_BP: {"mm[Hg]": 1.0, "mmHg": 1.0},
     Signal.DIASTOLIC_BP: {"mm[Hg]": 1.0, "mmHg": 1.0},
     Signal.GLUCOSE: {"mg/dL": 1.0, "mmol/L": 18.016},
+    Signal.BODY_TEMPERATURE: {"Cel": 1.0},
+}
+# Units that need an offset, not just a factor, to reach the canonical unit.
+_UNIT_CONVERSIONS: dict[Signal, dict[str, Callable[[float], float]]] = {
+    Signal.BODY_TEMPERATURE: {"[degF]": lambda fahrenheit: (fahrenheit - 32.0) * 5.0 / 9.0},
 }
 
 
@@ -65,7 +73,7 @@ def sample_to_observation(sample: Sample) -> dict:
     resource: dict = {
         "resourceType": "Observation",
         "id": observation_id(sample.sample_id),
-        "meta": {"tag": [{"system": ORIGIN_SYSTEM, "code": "device"}]},
+        "meta": {"tag": [{"system": ORIGIN_SYSTEM, "code": DEVICE_ORIGIN}]},
         "identifier": [{"system": SAMPLE_ID_SYSTEM, "value": sample.sample_id}],
         "status": "final",
         "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": category}]}],
@@ -84,6 +92,15 @@ def sample_to_observation(sample: Sample) -> dict:
         "code": info.unit,
     }
     resource["device"] = {"display": sample.source}
+    return resource
+
+
+def summary_observation(sample: Sample) -> dict:
+    """A daily value the monitoring worker computed (a day's steps, a derived resting heart
+    rate) as an Observation for the record, tagged so it is never read back as device data."""
+    resource = sample_to_observation(sample)
+    resource["meta"] = {"tag": [{"system": ORIGIN_SYSTEM, "code": SUMMARY_ORIGIN}]}
+    resource["device"] = {"display": "careloop remote monitoring (daily summary)"}
     return resource
 
 
@@ -168,6 +185,9 @@ def _canonical_value(info: SignalInfo, quantity: object) -> float:
     if not math.isfinite(value):
         raise SampleError("valueQuantity.value: not a finite number")
     unit = quantity.get("code", quantity.get("unit"))
+    convert = _UNIT_CONVERSIONS.get(info.signal, {}).get(unit) if isinstance(unit, str) else None
+    if convert is not None:
+        return convert(float(value))
     factor = _UNIT_FACTORS[info.signal].get(unit) if isinstance(unit, str) else None
     if factor is None:
         raise SampleError(f"valueQuantity.code: unit not understood for {info.signal.value}")

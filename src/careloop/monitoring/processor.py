@@ -12,6 +12,11 @@ the callback (or was judged duplicate, late or invalid), so a crash loses nothin
 acknowledged comes back. What comes back and was processed is recognised by the seen-set, which
 `checkpoint()` exports with the per-person processed time; save it in the same transaction as
 the callback's own state, and `restore()` it on start, so a replay counts nothing twice.
+
+A callback whose state lives in memory (the monitoring worker) passes `before_ack`: processed
+deliveries are then acknowledged only after `before_ack` has saved that state and this
+checkpoint, at the end of each batch. A crash before the save loses nothing (the deliveries come
+back); a crash after it counts nothing twice (the checkpoint knows them).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +37,7 @@ from careloop.monitoring.stream import Delivery, SampleStream
 logger = logging.getLogger(__name__)
 
 SampleCallback = Callable[[Sample], Awaitable[None] | None]
+SaveHook = Callable[[], Awaitable[None] | None]
 DropHook = Callable[[Sample, str], None]
 CHECKPOINT_VERSION = 1
 
@@ -44,13 +50,18 @@ class Counters:
     invalid: int = 0  # malformed or future-dated; dead-lettered
 
 
-@dataclass(order=True)
+@dataclass
 class _Held:
     time: datetime
     sample_id: str
-    sample: Sample = field(compare=False)
-    deliveries: list[Delivery] = field(compare=False)
-    since: float = field(compare=False)  # monotonic time it entered the buffer
+    sample: Sample
+    deliveries: list[Delivery]
+    since: float  # monotonic time it entered the buffer
+
+
+# A buffer entry: (time, sample_id, held). Sample ids are unique within a buffer, so the heap
+# orders by plain tuple comparison and never compares the held objects themselves.
+_Entry = tuple[datetime, str, _Held]
 
 
 class SampleProcessor:
@@ -67,6 +78,9 @@ class SampleProcessor:
         max_future: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_drop: DropHook | None = None,
+        before_ack: SaveHook | None = None,
+        commit_every: int = 1,
+        commit_seconds: float = 0.0,
     ) -> None:
         if lateness < timedelta(0) or max_hold_seconds < 0:
             raise ValueError("lateness and max_hold_seconds must not be negative")
@@ -80,11 +94,17 @@ class SampleProcessor:
         self._max_future = max_future
         self._clock = clock
         self._on_drop = on_drop
+        self._before_ack = before_ack
+        self._unacked: list[Delivery] = []  # processed, waiting for `before_ack` to save
+        # saving a whole state per batch is costly: save when this many wait, or this old
+        self._commit_every = commit_every
+        self._commit_seconds = commit_seconds
+        self._last_commit = time.monotonic()
         self.counters = Counters()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._processed_until: dict[str, datetime] = {}
         self._newest: dict[str, datetime] = {}
-        self._buffers: dict[str, list[_Held]] = {}
+        self._buffers: dict[str, list[_Entry]] = {}
         self._held: dict[str, _Held] = {}
         self._recovered = False
 
@@ -131,7 +151,8 @@ class SampleProcessor:
 
     def _hold(self, sample: Sample, delivery: Delivery) -> None:
         held = _Held(sample.time, sample.sample_id, sample, [delivery], time.monotonic())
-        heapq.heappush(self._buffers.setdefault(sample.person_id, []), held)
+        entry = (sample.time, sample.sample_id, held)
+        heapq.heappush(self._buffers.setdefault(sample.person_id, []), entry)
         self._held[sample.sample_id] = held
         newest = self._newest.get(sample.person_id)
         if newest is None or sample.time > newest:
@@ -148,8 +169,8 @@ class SampleProcessor:
         ready_until = self._newest[person_id] - self._lateness
         if force_until is not None:
             ready_until = max(ready_until, force_until)
-        while buffer and (buffer[0].time <= ready_until or len(buffer) > self._max_buffer):
-            await self._process(person_id, heapq.heappop(buffer))
+        while buffer and (buffer[0][0] <= ready_until or len(buffer) > self._max_buffer):
+            await self._process(person_id, heapq.heappop(buffer)[2])
         if not buffer:
             del self._buffers[person_id]
 
@@ -171,7 +192,26 @@ class SampleProcessor:
         if until is None or held.time > until:
             self._processed_until[person_id] = held.time
         self.counters.processed += 1
+        if self._before_ack is not None:
+            self._unacked.extend(held.deliveries)
+            return
         for delivery in held.deliveries:
+            await delivery.ack()
+
+    async def commit(self, *, force: bool = True) -> None:
+        """Save through `before_ack`, then acknowledge what was processed since the last commit
+        (unless `force` is False and neither `commit_every` nor `commit_seconds` is reached)."""
+        if self._before_ack is None or not self._unacked:
+            return
+        waited = time.monotonic() - self._last_commit
+        if not force and len(self._unacked) < self._commit_every and waited < self._commit_seconds:
+            return
+        self._last_commit = time.monotonic()
+        outcome = self._before_ack()
+        if inspect.isawaitable(outcome):
+            await outcome
+        done, self._unacked = self._unacked, []
+        for delivery in done:
             await delivery.ack()
 
     def _remember(self, sample_id: str) -> None:
@@ -187,7 +227,7 @@ class SampleProcessor:
         their last samples processed."""
         cutoff = time.monotonic() - self._max_hold
         for person_id in list(self._buffers):
-            overdue = [held.time for held in self._buffers[person_id] if held.since <= cutoff]
+            overdue = [e[2].time for e in self._buffers[person_id] if e[2].since <= cutoff]
             if overdue:
                 await self._release(person_id, force_until=max(overdue))
 
@@ -195,15 +235,20 @@ class SampleProcessor:
         """Process everything held, in order (end of a replay or a graceful finish)."""
         for person_id in list(self._buffers):
             await self._release(person_id, force_until=datetime.max.replace(tzinfo=UTC))
+        await self.commit()
 
     async def abandon(self) -> None:
         """Give back everything held without processing it: the stream redelivers it."""
         for buffer in self._buffers.values():
-            for held in buffer:
+            for _time, _id, held in buffer:
                 for delivery in held.deliveries:
                     await delivery.nak()
         self._buffers.clear()
         self._held.clear()
+        # processed but unsaved: the state that took them is about to be thrown away too
+        for delivery in self._unacked:
+            await delivery.nak()
+        self._unacked.clear()
 
     def held_count(self) -> int:
         return len(self._held)
@@ -253,6 +298,7 @@ class SampleProcessor:
                 await self.handle(delivery)
                 done += 1
             await self.release_overdue()
+            await self.commit(force=False)
         except BaseException:
             # the callback failed: give back the rest of the batch and everything held now,
             # rather than leaving it to come back only after ack_wait

@@ -1,13 +1,11 @@
-"""Replay a whole wearable export through the monitoring path, day by day, as if it were live.
+"""Replay a whole wearable export through the live monitoring path, as if it were arriving now.
 
-For every person, in time order: quality checks (`check_sample`, unit mix-ups), the person's
-baselines and detectors (`PersonState.observe`), the day's multi-signal findings, and one
-`AlertManager.consider` per person-day. The output is one row per person-day with data, which is
-what an evaluation against labelled onsets (Welltory) or an alert-burden count (Fitbit) needs.
-
-Exports carry summed signals at their own grain (hourly steps, sleep episodes), while baselines
-and detectors judge a day's total: steps become steps per local day and sleep episodes minutes
-per night before they are observed, exactly as the live worker's daily summaries would.
+Each person's samples go, in time order, through `Monitor.accept`: the quality checks, the
+person's baselines and detectors, the day's totals and derived resting heart rate, and one
+`AlertManager.consider` per closed person-day. The output is one row per person-day with data,
+which is what an evaluation against labelled onsets (Welltory) or an alert-burden count (Fitbit)
+needs. The smartwatch export is streamed person by person (its heart rate comes every few
+seconds), the small exports are read whole.
 
 A day's `score` is the largest of (a) the absolute robust deviation `|z|` of any daily signal
 observed that day, counting only deviations that are plausible and no longer dominated by the
@@ -18,28 +16,27 @@ are on a "how unusual" scale where larger means more so, so the maximum ranks da
 
 from __future__ import annotations
 
-import math
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, tzinfo
 from pathlib import Path
 from typing import NamedTuple
 
-from careloop.monitoring.alerts import AlertManager, AlertPolicy, DayQuality, evidence_level
-from careloop.monitoring.baseline import INTRADAY, daily_totals, sleep_per_night
+from careloop.monitoring.alerts import AlertPolicy
 from careloop.monitoring.importers import (
     ExportError,
     ImportReport,
     find_exports,
     read_fitbit,
+    read_smartwatch_heart_rate,
+    read_smartwatch_steps,
     read_welltory,
+    smartwatch_persons,
 )
-from careloop.monitoring.quality import check_sample, likely_unit_mixup
-from careloop.monitoring.signals import CATALOGUE, Sample, Signal
-from careloop.monitoring.state import Observation, PersonState
-
-UNIT_HISTORY = 10  # recent accepted values per signal kept for the unit mix-up check
+from careloop.monitoring.monitor import DayOutcome, Monitor, bucket_time
+from careloop.monitoring.signals import Sample
 
 
 class ReplayRow(NamedTuple):
@@ -65,17 +62,16 @@ class ReplayCounters:
 
 
 def replayable_exports(data_dir: Path) -> dict[str, Path]:
-    """The Fitbit and Welltory exports DATA_DIR holds (the smartwatch is not replayed yet).
+    """The Fitbit, Welltory and smartwatch exports DATA_DIR holds.
 
-    Raises ExportError when the folder is missing, unreadable, or holds neither."""
-    found = {
-        name: folder
-        for name, folder in find_exports(data_dir).items()
-        if name in ("fitbit", "welltory")
-    }
+    Raises ExportError when the folder is missing, unreadable, or holds none of them."""
+    found = find_exports(data_dir)
     if not found:
-        raise ExportError(f"{data_dir}: no Fitbit or Welltory export found")
+        raise ExportError(f"{data_dir}: no Fitbit, Welltory or smartwatch export found")
     return found
+
+
+PersonSamples = Callable[[], Iterable[Sample]]
 
 
 def replay(
@@ -86,21 +82,51 @@ def replay(
     counters: ReplayCounters | None = None,
     policy: AlertPolicy | None = None,
 ) -> Iterator[ReplayRow]:
-    """Rows for every person-day of every export in DATA_DIR, persons in sorted order.
+    """Rows for every person-day in the exports under DATA_DIR, persons in sorted order.
 
-    Exports record local wall-clock times without a zone; `tz` is the zone to read them in.
-    `counters`, when given, is filled in as the run goes (complete once the iterator is done).
+    `counters` (optional) is filled in as the run goes (complete once the iterator is done).
     Export errors (a missing file, wrong columns) raise ExportError before any row is yielded."""
     counters = counters if counters is not None else ReplayCounters()
-    by_person: dict[str, list[Sample]] = defaultdict(list)
-    for name, folder in replayable_exports(data_dir).items():
-        report = counters.imports.setdefault(name, ImportReport())
+    sources = person_sources(data_dir, tz=tz, imports=counters.imports)
+    persons = sorted(sources)[:limit_persons]
+    yield from _replay_sources({p: sources[p] for p in persons}, tz, counters, policy)
+
+
+def person_sources(
+    data_dir: Path, *, tz: tzinfo = UTC, imports: dict[str, ImportReport] | None = None
+) -> dict[str, PersonSamples]:
+    """Per person, a way to read their samples in time order: the small exports read now, the
+    smartwatch's files opened when the person's turn comes. `imports` gets each export's report."""
+    exports = replayable_exports(data_dir)
+    imports = imports if imports is not None else {}
+    read_now: dict[str, list[Sample]] = defaultdict(list)
+    sources: dict[str, PersonSamples] = {}
+    for name, folder in exports.items():
+        report = imports.setdefault(name, ImportReport())
+        if name == "smartwatch":
+            for code in smartwatch_persons(folder):
+                sources[f"stanford-{code}"] = _smartwatch_reader(folder, code, report, tz)
+            continue
         reader = read_fitbit if name == "fitbit" else read_welltory
         for sample in reader(folder, report, tz=tz):
-            by_person[sample.person_id].append(sample)
-    persons = sorted(by_person)[:limit_persons]
-    yield from replay_samples({p: by_person[p] for p in persons}, tz=tz, counters=counters,
-                              policy=policy)  # fmt: skip
+            read_now[sample.person_id].append(sample)
+    for person, samples in read_now.items():
+        ordered = in_time_order(samples)
+        sources[person] = lambda ordered=ordered: iter(ordered)
+    return sources
+
+
+def _smartwatch_reader(folder: Path, code: str, report: ImportReport, tz: tzinfo) -> PersonSamples:
+    def read() -> Iterable[Sample]:
+        streams: list[Iterable[Sample]] = []
+        if (folder / f"{code}_hr.csv.zip").is_file():
+            streams.append(read_smartwatch_heart_rate(folder, code, report, tz=tz))
+        if (folder / f"{code}_steps.csv.zip").is_file():
+            # minute steps: resting heart rate needs to know which minutes were step-free
+            streams.append(read_smartwatch_steps(folder, code, report, period_minutes=1, tz=tz))
+        return heapq.merge(*streams, key=bucket_time)
+
+    return read
 
 
 def replay_samples(
@@ -112,133 +138,49 @@ def replay_samples(
 ) -> Iterator[ReplayRow]:
     """Rows for the given samples (each person's in any order), persons in sorted order."""
     counters = counters if counters is not None else ReplayCounters()
-    manager = AlertManager(policy)
-    for person in sorted(by_person):
-        counters.persons += 1
-        yield from _replay_person(person, by_person[person], tz, manager, counters)
-    counters.suppressed = {reason.value: n for reason, n in manager.suppressed.items()}
+    sources = {person: (lambda s=samples: s) for person, samples in by_person.items()}
+    yield from _replay_sources(sources, tz, counters, policy)
 
 
-def _offset_minutes(samples: Sequence[Sample], tz: tzinfo) -> int:
-    """The zone's UTC offset at the person's first sample (baselines take one fixed offset)."""
-    first = min((s.time for s in samples), default=datetime(2000, 1, 1, tzinfo=UTC))
-    offset = first.astimezone(tz).utcoffset() or timedelta(0)
-    return int(offset.total_seconds() // 60)
-
-
-def daily_stream(samples: Iterable[Sample], offset_minutes: int) -> list[Sample]:
-    """The samples as baselines judge them, in time order: summed signals as one total per
-    local day (sleep per night when it came as episodes), levels and heart rate as they are."""
-    summed: dict[Signal, list[Sample]] = defaultdict(list)
-    episodes: list[Sample] = []
-    kept: list[Sample] = []
-    for sample in samples:
-        if not CATALOGUE[sample.signal].summed:
-            kept.append(sample)
-        elif sample.signal is Signal.SLEEP_MINUTES and sample.period_minutes != 1440:
-            episodes.append(sample)
-        else:
-            summed[sample.signal].append(sample)
-    for signal, items in summed.items():
-        kept.extend(daily_totals(items, signal, offset_minutes))
-    kept.extend(sleep_per_night(episodes, offset_minutes))
-    return sorted(kept, key=lambda s: (s.time, s.signal.value, s.sample_id))
-
-
-class _Day:
-    """What one local day of one person brought: signals, wear hours, and deviations."""
-
-    def __init__(self, day: date) -> None:
-        self.day = day
-        self.signals: set[Signal] = set()
-        self.heart_hours: set[int] = set()
-        self.heart_seen = False
-        self.largest_z = 0.0
-
-    def add(self, sample: Sample, observation: Observation, hour: int) -> None:
-        deviation = observation.deviation
-        if sample.signal is Signal.HEART_RATE:
-            self.heart_seen = True
-            if deviation.plausible:
-                self.heart_hours.add(hour)
-        if deviation.plausible:
-            self.signals.add(sample.signal)
-        speaks = deviation.plausible and not deviation.prior_dominated
-        if sample.signal not in INTRADAY and speaks and math.isfinite(deviation.z):
-            self.largest_z = max(self.largest_z, abs(deviation.z))
-
-    def quality(self, intraday_heart_rate: bool) -> DayQuality:
-        """Wear = local hours with a plausible heart rate; a person whose source sends no
-        intraday heart rate (daily summaries) is taken as worn all day."""
-        hours = float(len(self.heart_hours)) if intraday_heart_rate else 24.0
-        off_wrist = self.heart_seen and not self.heart_hours
-        return DayQuality(self.day, hours, frozenset(self.signals), off_wrist)
-
-
-def _replay_person(
-    person: str,
-    samples: Sequence[Sample],
+def _replay_sources(
+    sources: dict[str, PersonSamples],
     tz: tzinfo,
-    manager: AlertManager,
     counters: ReplayCounters,
+    policy: AlertPolicy | None,
 ) -> Iterator[ReplayRow]:
-    offset = _offset_minutes(samples, tz)
-    state = PersonState(person, offset)
-    intraday = any(s.signal is Signal.HEART_RATE for s in samples)
-    recent: dict[Signal, list[float]] = defaultdict(list)
-    now = datetime.now(UTC)
-    current: _Day | None = None
-    for sample in daily_stream(samples, offset):
-        local = sample.time + timedelta(minutes=offset)
-        if current is not None and local.date() != current.day:
-            yield _close_day(person, current, state, manager, intraday, offset, counters)
-            current = None
-        reason = _refusal(sample, recent, now)
-        if reason is not None:
-            counters.refused[reason] = counters.refused.get(reason, 0) + 1
+    monitor = Monitor(policy, tz=tz)
+    for person in sorted(sources):
+        counters.persons += 1
+        for outcome in _replay_person(monitor, sources[person]()):
+            counters.person_days += 1
+            counters.alerts += int(outcome.alert)
+            yield ReplayRow(
+                outcome.person, outcome.day, round(outcome.score, 4), int(outcome.alert)
+            )
+        monitor.persons.clear()  # one person at a time: only the alert manager carries over
+    counters.refused = dict(monitor.counters.refused)
+    counters.suppressed = {reason.value: n for reason, n in monitor.manager.suppressed.items()}
+
+
+def in_time_order(samples: Iterable[Sample]) -> list[Sample]:
+    """As the monitor must see them: by the moment that decides their day, ties stable."""
+    return sorted(samples, key=lambda s: (bucket_time(s), s.signal.value, s.sample_id))
+
+
+def _replay_person(monitor: Monitor, samples: Iterable[Sample]) -> Iterator[DayOutcome]:
+    """The person's samples in time order, each once, then the last open day closed."""
+    if not isinstance(samples, Iterator):  # a whole list in any order: sort it
+        samples = in_time_order(samples)
+    # A repeated reading has the same id and so the same time: in time order repeats are
+    # neighbours, and only the ids at the current moment need remembering.
+    moment = None
+    ids_now: set[str] = set()
+    for sample in samples:
+        at = bucket_time(sample)
+        if at != moment:
+            moment, ids_now = at, set()
+        if sample.sample_id in ids_now:
             continue
-        current = current or _Day(local.date())
-        current.add(sample, state.observe(sample), local.hour)
-    if current is not None:
-        yield _close_day(person, current, state, manager, intraday, offset, counters)
-
-
-def _refusal(sample: Sample, recent: dict[Signal, list[float]], now: datetime) -> str | None:
-    """A short reason (never the value: it may be PHI) the sample is refused, or None."""
-    if check_sample(sample, now) is not None:
-        return f"implausible {sample.signal.value}"
-    history = recent[sample.signal]
-    if sample.signal in (Signal.WEIGHT, Signal.GLUCOSE):
-        if likely_unit_mixup(sample.signal, [*history, sample.value]) is not None:
-            return f"unit mix-up {sample.signal.value}"
-        history.append(sample.value)
-        del history[:-UNIT_HISTORY]
-    return None
-
-
-def _close_day(
-    person: str,
-    day: _Day,
-    state: PersonState,
-    manager: AlertManager,
-    intraday: bool,
-    offset: int,
-    counters: ReplayCounters,
-) -> ReplayRow:
-    """Evaluate the finished day: findings, one alert decision, and the day's row."""
-    quality = day.quality(intraday)
-    end = datetime(day.day.year, day.day.month, day.day.day, tzinfo=UTC) + timedelta(
-        days=1, minutes=-offset
-    )
-    findings = state.findings()
-    changes = manager.consider(person, findings, quality, end)
-    levels = [
-        evidence_level(gated, day.day)
-        for finding in findings
-        if (gated := manager.gate(finding, quality)) is not None
-    ]
-    score = max([day.largest_z, *(level for level in levels if math.isfinite(level))])
-    alert = int(any(change.notify for change in changes))
-    counters.person_days += 1
-    counters.alerts += alert
-    return ReplayRow(person, day.day, round(score, 4), alert)
+        ids_now.add(sample.sample_id)
+        yield from monitor.accept(sample)
+    yield from monitor.finish()

@@ -21,6 +21,7 @@ class Signal(StrEnum):
     SYSTOLIC_BP = "systolic-bp"
     DIASTOLIC_BP = "diastolic-bp"
     GLUCOSE = "glucose"
+    BODY_TEMPERATURE = "body-temperature"
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,16 @@ CATALOGUE: dict[Signal, SignalInfo] = {
         SignalInfo(Signal.SYSTOLIC_BP, "8480-6", "Systolic blood pressure", "mm[Hg]", 50, 260),
         SignalInfo(Signal.DIASTOLIC_BP, "8462-4", "Diastolic blood pressure", "mm[Hg]", 25, 160),
         SignalInfo(Signal.GLUCOSE, "2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", 20, 800),
+        # 25 degC is deep accidental hypothermia, 45 degC beyond any survived fever
+        SignalInfo(Signal.BODY_TEMPERATURE, "8310-5", "Body temperature", "Cel", 25, 45),
     )
 }
-BY_LOINC = {info.loinc: info for info in CATALOGUE.values()}
+# Other LOINC codes for the same signal, read as it: 41950-7 "Number of steps in 24 hour
+# Measured" is a day's steps (careloop's synthetic home monitoring writes it).
+LOINC_ALIASES = {"41950-7": Signal.STEPS}
+BY_LOINC = {info.loinc: info for info in CATALOGUE.values()} | {
+    code: CATALOGUE[signal] for code, signal in LOINC_ALIASES.items()
+}
 
 
 @dataclass(frozen=True)

@@ -202,17 +202,25 @@ def _decoded(data: bytes) -> tuple[Sample | None, str | None]:
 # ------------------------------------------------------------------------ in-process stream
 
 
+# In memory a sample needs no wire format: it is queued as the Sample itself. Raw bytes (what an
+# outside producer would send) are queued as bytes and decoded on delivery, as on JetStream.
+Message = Sample | bytes
+
+
 @dataclass
 class _Pending:
-    payload: bytes
+    payload: Message
     attempt: int
     due: float  # monotonic time from which it is redelivered if not acknowledged
 
 
 class _InProcessDelivery(Delivery):
-    def __init__(self, stream: InProcessStream, seq: int, payload: bytes, attempt: int) -> None:
+    def __init__(self, stream: InProcessStream, seq: int, payload: Message, attempt: int) -> None:
         self._stream, self._seq, self._payload = stream, seq, payload
-        self.sample, self.error = _decoded(payload)
+        if isinstance(payload, Sample):
+            self.sample, self.error = payload, None
+        else:
+            self.sample, self.error = _decoded(payload)
         self.attempt = attempt
 
     async def ack(self) -> None:
@@ -223,7 +231,9 @@ class _InProcessDelivery(Delivery):
 
     async def dead_letter(self, reason: str) -> None:
         if self._stream._settle(self._seq):
-            self._stream._dead.append(DeadLetter(reason, self._payload))
+            payload = self._payload
+            raw = encode_sample(payload) if isinstance(payload, Sample) else payload
+            self._stream._dead.append(DeadLetter(reason, raw))
 
 
 class InProcessStream:
@@ -242,7 +252,7 @@ class InProcessStream:
     ) -> None:
         if capacity < 1 or ack_wait_seconds <= 0 or duplicate_window < 0:
             raise ValueError("capacity and ack_wait_seconds must be positive")
-        self._queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(capacity)
+        self._queue: asyncio.Queue[tuple[int, Message]] = asyncio.Queue(capacity)
         self._in_flight: dict[int, _Pending] = {}
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._window = duplicate_window
@@ -252,13 +262,16 @@ class InProcessStream:
         self._closed = False
 
     async def publish(self, sample: Sample) -> bool:
-        return await self.publish_bytes(encode_sample(sample), sample.sample_id, sample.person_id)
+        return await self._enqueue(sample, sample.sample_id)
 
     async def publish_bytes(
         self, payload: bytes, message_id: str | None = None, person_id: str = "unrouted"
     ) -> bool:
         """Queue a raw message, as a producer outside careloop would send it (`person_id`
         routes on JetStream; here there is one queue)."""
+        return await self._enqueue(payload, message_id)
+
+    async def _enqueue(self, payload: Message, message_id: str | None) -> bool:
         if self._closed:
             raise RuntimeError("the stream is closed")
         if message_id is not None:
@@ -465,7 +478,9 @@ class JetStreamStream:
         subscription = await self._consumer()
         try:
             messages = await subscription.fetch(max_messages, timeout=max(timeout_seconds, 0.05))
-        except FetchTimeout:
+        except (TimeoutError, FetchTimeout):
+            # nats-py raises its own TimeoutError, or asyncio's when the deadline passed
+            # between its own checks: either way nothing came in time
             return []
         batch: list[Delivery] = []
         for message in messages:

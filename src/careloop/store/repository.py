@@ -49,7 +49,14 @@ from careloop.store.crypto import (
     wrap_key,
 )
 from careloop.store.records import ResourceRecord, record_of
-from careloop.store.schema import data_keys, erasures, resources, search_tokens, store_settings
+from careloop.store.schema import (
+    data_keys,
+    erasures,
+    monitoring_persons,
+    resources,
+    search_tokens,
+    store_settings,
+)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 ENCRYPTION_SETTING = "encryption"
@@ -252,6 +259,35 @@ class ResourceStore:
                 total=int(total.scalar_one()),
                 resources=[self._decode(connection, row) for row in rows],
             )
+
+    def written_after(
+        self, resource_type: str, after_pk: int, *, codes: Sequence[str] = (), limit: int = 500
+    ) -> list[tuple[int, StoredResource]]:
+        """Current resources of one type written after row `after_pk`, in write order, with
+        their row number: a change feed (a resource rewritten later comes again, as a new row).
+        `codes` (system|code tokens, OR-ed) narrows it to those codes."""
+        conditions = [
+            resources.c.resource_type == resource_type,
+            resources.c.is_current.is_(True),
+            resources.c.pk > after_pk,
+        ]
+        if codes:
+            hashes = [self.token_hash("code", code) for code in codes]
+            conditions.append(
+                exists().where(
+                    search_tokens.c.resource_pk == resources.c.pk,
+                    search_tokens.c.param == "code",
+                    search_tokens.c.value_hash.in_(hashes),
+                )
+            )
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(resources.c.pk, *_BODY_COLUMNS)
+                .where(*conditions)
+                .order_by(resources.c.pk)
+                .limit(limit)
+            ).all()
+            return [(int(row.pk), self._decode(connection, row)) for row in rows]
 
     def patient_resources(
         self, patient_id: str, resource_types: Sequence[str] = ()
@@ -592,6 +628,10 @@ class ResourceStore:
             )
         )
         connection.execute(resources.delete().where(owned))
+        # the monitoring worker's baselines of this person are health data too
+        connection.execute(
+            monitoring_persons.delete().where(monitoring_persons.c.patient_hash == patient_hash)
+        )
         if key_id is not None:
             connection.execute(
                 update(data_keys)

@@ -305,3 +305,26 @@ cds_feedback = Table(
     Column("issuer", String(255), nullable=False),
     Column("received_at", UtcDateTime(), nullable=False),
 )
+
+# -- Remote monitoring ------------------------------------------------------------------------
+
+# The monitoring worker's checkpoint: its stream position and alert manager (shared row) and
+# each person's baselines and open day (a row per person, keyed by patient hash so an erasure
+# can delete it). Bodies are sealed: baselines are health data.
+monitoring_workers = Table(
+    "monitoring_workers",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+monitoring_persons = Table(
+    "monitoring_persons",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("patient_hash", String(HASH_LEN), primary_key=True),
+    Column("body", LargeBinary, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Index("ix_monitoring_persons_patient", "patient_hash"),
+)

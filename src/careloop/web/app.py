@@ -44,6 +44,7 @@ from careloop.web.auth_routes import build_auth_router
 from careloop.web.cds_routes import CdsCorsMiddleware, build_cds_router, build_model_card_router
 from careloop.web.fhir_routes import FhirService, build_router
 from careloop.web.hardening import SecurityHeadersMiddleware, TlsOnlyMiddleware
+from careloop.web.monitoring_routes import build_monitoring_router
 from careloop.web.outcomes import FhirError, Issue, outcome_response
 from careloop.web.oversight_routes import build_oversight_router
 from careloop.web.responses import FHIR_JSON, FhirJSONResponse
@@ -132,6 +133,7 @@ def create_app(store: ResourceStore, settings: AppSettings | None = None) -> Fas
     app.include_router(build_oversight_router(security))
     model = SepsisModel.load(settings.sepsis_model) if settings.sepsis_model else None
     app.include_router(build_sepsis_router(security, model))
+    app.include_router(build_monitoring_router(security))
     _include_cds(app, store, security, settings, model)
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
