@@ -284,3 +284,21 @@ def test_a_silent_device_raises_a_routine_engagement_task(store: ResourceStore) 
     ]
     assert len(tasks) == 1 and tasks[0]["priority"] == "routine"
     assert worker.monitor.counters.notifications == 0  # silence is not a clinical alert
+
+
+def test_the_task_goes_to_the_patients_care_team(store: ResourceStore) -> None:
+    _with_patients(store, "p9")
+    team = {
+        "resourceType": "CareTeam",
+        "id": "heart-failure-team",
+        "status": "active",
+        "subject": {"reference": "Patient/p9"},
+        "name": "Heart failure nurses",
+    }
+    with store.transaction() as tx:
+        tx.put_resources([team])
+    open_episode = person_stream(episode=True, days=EPISODE[-1] + 1, person="p9")
+    Ingestor(store).ingest_ndjson(_ndjson(open_episode), "w.ndjson")
+    _run(_worker(store), store)
+    (task,) = _alert_resources(store, "p9")["Task"]
+    assert task["owner"] == {"reference": "CareTeam/heart-failure-team"}

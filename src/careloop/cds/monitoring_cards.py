@@ -11,8 +11,8 @@ already on it, and the evidence, with links to the charts.
 
 The cards are `IssuedCard`s like every other: the alert budget rations their interruptions and
 the ledger records each with a Provenance. The record a card renders is the stored DetectedIssue
-itself (written unchanged, so no new version), not a copy: one alert stays one finding however
-often its card is shown.
+itself, which the ledger points at and never rewrites (`record_stored`): one alert stays one
+finding however often its card is shown, and a call never overwrites the worker's newer copy.
 """
 
 from __future__ import annotations

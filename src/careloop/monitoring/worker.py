@@ -205,22 +205,27 @@ def _probe(person_id: str, signal: Signal) -> dict:
 # ----- what closed days write -------------------------------------------------------------
 
 
-def day_resources(outcome: DayOutcome, monitor: Monitor, now: datetime) -> list[dict]:
+def day_resources(
+    outcome: DayOutcome, monitor: Monitor, now: datetime, care_team: str | None = None
+) -> list[dict]:
     """The FHIR resources one closed person-day produces: its daily summaries, and for every
-    alert change the Flag, DetectedIssue, chart Media and Task."""
+    alert change the Flag, DetectedIssue, chart Media and Task (owned by `care_team`, the
+    patient's CareTeam id, when there is one)."""
     resources = [summary_observation(sample) for sample in outcome.summaries]
     history = monitor.history(outcome.person)
     for change in outcome.changes:
-        resources.extend(alert_resources(change, history, now))
+        resources.extend(alert_resources(change, history, now, care_team))
     return resources
 
 
-def alert_resources(change: AlertChange, history: Any, now: datetime) -> list[dict]:
+def alert_resources(
+    change: AlertChange, history: Any, now: datetime, care_team: str | None = None
+) -> list[dict]:
     alert = change.alert
     charts = alert_charts(alert, history)
     media = [chart_media(alert, signal, svg, now) for signal, svg in charts.items()]
     issue = alert_detected_issue(alert, [m["id"] for m in media], baseline_days_of(history))
-    return [alert_flag(alert), issue, *media, alert_task(alert)]
+    return [alert_flag(alert), issue, *media, alert_task(alert, care_team=care_team)]
 
 
 # ----- the worker -------------------------------------------------------------------------
@@ -362,7 +367,11 @@ class MonitoringWorker:
         now = self.clock()
         outcomes, self._closed = self._closed, []
         extra, self._extra = self._extra, []
-        resources = [r for outcome in outcomes for r in day_resources(outcome, self.monitor, now)]
+        resources = [
+            resource
+            for outcome in outcomes
+            for resource in day_resources(outcome, self.monitor, now, self._care_team(outcome))
+        ]
         resources.extend(extra)
         ctx = AccessContext(Purpose.TREATMENT, "monitoring-commit", "monitoring-worker")
         if resources:
@@ -388,6 +397,25 @@ class MonitoringWorker:
             for change in outcome.changes:
                 self.counters.by_kind[change.kind] = self.counters.by_kind.get(change.kind, 0) + 1
         self._audit(resources, ctx)
+
+    def _care_team(self, outcome: DayOutcome) -> str | None:
+        """The patient's active CareTeam, whose queue the alert's Task goes to (read through
+        the access layer, only when the day changed an alert); None routes to the nurse queue."""
+        if not outcome.changes:
+            return None
+        ctx = AccessContext(Purpose.TREATMENT, "monitoring-task-routing", "monitoring-worker")
+        page, _withheld = self.access.search(
+            WORKER_PRINCIPAL,
+            ctx,
+            "CareTeam",
+            lambda patient: self.store.search("CareTeam", patient_id=patient, count=20),
+            patient_id=outcome.person,
+            query_text="subject=Patient&status=active",
+        )
+        teams = sorted(
+            str(item.body["id"]) for item in page.resources if item.body.get("status") == "active"
+        )
+        return teams[0] if teams else None
 
     def _audit(self, resources: Sequence[dict], ctx: AccessContext) -> None:
         """One audit record per patient written to (after the commit: an audit entry for a
