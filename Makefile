@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.access_layer
 	$(BIN)/python -m bench.sepsis
 	$(BIN)/python -m bench.cds
+	$(BIN)/python -m bench.monitoring
+	$(BIN)/python -m bench.monitoring_quality
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

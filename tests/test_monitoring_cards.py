@@ -297,6 +297,17 @@ def test_a_live_alert_in_careloop_becomes_a_patient_view_card(
     assert reads and {(e.role, e.purpose) for e in reads} == {("ehr", "TREAT")}
 
 
+def open_chart_twice(cds: TestClient, ehr, person: str) -> list[list[dict]]:  # noqa: F811
+    """The monitoring cards of two patient-view calls in a row, as the EHR would get them."""
+    answers = []
+    for _ in range(2):
+        request = hook_request("patient-view", person, prefetch=small_patient(person))
+        answer = call(cds, ehr, PATIENT_VIEW, request)
+        assert answer.status_code == 200, answer.text
+        answers.append(monitoring(answer.json()))
+    return answers
+
+
 def test_the_card_is_rationed_by_the_alert_budget(
     cds: TestClient,  # noqa: F811
     ehr,  # noqa: F811
@@ -304,12 +315,7 @@ def test_the_card_is_rationed_by_the_alert_budget(
 ) -> None:
     person = "mon-p2"
     store_for(store, person, alert_resources(infection_episode(person)))
-    cards = []
-    for _ in range(2):
-        request = hook_request("patient-view", person, prefetch=small_patient(person))
-        answer = call(cds, ehr, PATIENT_VIEW, request)
-        assert answer.status_code == 200, answer.text
-        cards += monitoring(answer.json())
+    cards = [card for answer in open_chart_twice(cds, ehr, person) for card in answer]
     assert [card["indicator"] for card in cards] == ["warning", "info"]
     assert "Already raised" in cards[1]["detail"]
 
@@ -324,11 +330,8 @@ def test_an_urgent_alert_is_critical_and_like_any_card_not_repeated_within_hours
     media = chart_media(alert, Signal.SPO2, "<svg xmlns='http://www.w3.org/2000/svg'/>", START)
     store_for(store, person, [alert_flag(alert), alert_detected_issue(alert, [media["id"]]),
                               media])  # fmt: skip
-    cards = []
-    for _ in range(2):
-        request = hook_request("patient-view", person, prefetch=small_patient(person))
-        (card,) = monitoring(call(cds, ehr, PATIENT_VIEW, request).json())
-        cards.append(card)
+    cards = [card for (card,) in open_chart_twice(cds, ehr, person)]
+    for card in cards:
         assert "BTS guideline for oxygen use" in card["detail"]
         assert "no open task for this alert" in card["detail"]
     assert [card["indicator"] for card in cards] == ["critical", "info"]

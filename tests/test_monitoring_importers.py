@@ -5,7 +5,7 @@ loading with `careloop ingest`."""
 from __future__ import annotations
 
 import zipfile
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from itertools import islice
 
 import orjson
@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from careloop.ingest import IngestOptions, Ingestor
+from careloop.monitoring.baseline import resting_heart_rate
 from careloop.monitoring.cli import convert_wearables_command
 from careloop.monitoring.fhir import observation_to_sample
 from careloop.monitoring.importers import (
@@ -22,10 +23,9 @@ from careloop.monitoring.importers import (
     read_smartwatch_heart_rate,
     read_smartwatch_steps,
     read_welltory,
-    resting_heart_rate_daily,
     welltory_onsets,
 )
-from careloop.monitoring.signals import Sample, Signal
+from careloop.monitoring.signals import Signal
 from conftest import shared_data
 
 STANFORD_PERSON = "AQC0L71"
@@ -73,27 +73,13 @@ def test_stanford_one_person_heart_rate_steps_and_resting_rate():
     assert all(s.period_minutes == 60 and s.time.minute == 0 for s in hourly)
     assert len({s.time for s in hourly}) == len(hourly) > 1000
 
-    resting = resting_heart_rate_daily(
+    resting = resting_heart_rate(  # the live path's rule (Mishra et al. 2020)
         read_smartwatch_heart_rate(folder, STANFORD_PERSON),
         read_smartwatch_steps(folder, STANFORD_PERSON, period_minutes=1),
     )
     assert len(resting) > 30
     assert all(40 <= s.value <= 100 for s in resting)
     assert all(s.signal is Signal.RESTING_HEART_RATE for s in resting)
-
-
-def _sample(signal: Signal, minute: int, value: float, period: int | None = None) -> Sample:
-    time = datetime(2024, 1, 1, 2, 0, tzinfo=UTC) + timedelta(minutes=minute)
-    return Sample("p", signal, time, value, f"{signal.value}-{minute}", "t", period)
-
-
-def test_resting_rate_uses_only_minutes_after_ten_still_minutes():
-    steps = [_sample(Signal.STEPS, m, 0 if m < 100 else 50, 1) for m in range(200)]
-    heart = [_sample(Signal.HEART_RATE, m, 55 if m < 100 else 110) for m in range(200)]
-    (resting,) = resting_heart_rate_daily(heart, steps)
-    assert resting.value == 55
-    # minutes 0-9 have no 10 still minutes before them: with only those, no value
-    assert resting_heart_rate_daily(heart[:10], steps) == []
 
 
 def _fitbit_folder(tmp_path, steps_rows: str):

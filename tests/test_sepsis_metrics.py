@@ -11,12 +11,12 @@ from careloop.sepsis.metrics import (
     alerts_per_100_patient_days,
     auprc,
     auroc,
-    bootstrap_ci,
     expected_calibration_error,
     lead_times_hours,
     reliability_curve,
     stay_level,
 )
+from careloop.stats import bootstrap_ci
 
 
 def series(hours: int, ones: list[int] | range) -> np.ndarray:

@@ -210,8 +210,10 @@ def convert_physionet(data: Path, out: Path, limit: int | None) -> None:
 def _attach_wearables() -> None:
     # the device importers live with remote monitoring; `convert` is the one place converters go
     from careloop.monitoring.cli import convert_wearables_command
+    from careloop.monitoring.evaluate_cli import evaluate_monitoring_command
 
     convert_group.add_command(convert_wearables_command)
+    evaluate_group.add_command(evaluate_monitoring_command)
 
 
 _attach_wearables()

@@ -11,7 +11,6 @@ observed rate differs from the prediction shows the reader the calibration as it
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,11 +20,11 @@ from careloop.sepsis.grid import HOUR, grid_from_timeline
 from careloop.sepsis.model import SepsisModel
 from careloop.sepsis.scoring import RiskScore, score_timeline
 from careloop.sepsis.signals import SIGNALS
+from careloop.stats import wilson
 from careloop.timeline import PatientTimeline
 
 WINDOW_HOURS = 48
 VITAL_CODES = [signal.loinc for signal in SIGNALS if signal.vital]
-Z95 = 1.959964
 BANDS = 10
 
 
@@ -79,17 +78,6 @@ class CalibrationBins:
                 low, high = wilson(observed, count)
                 return Interval(band / BANDS, (band + 1) / BANDS, observed, low, high, count)
         return None
-
-
-def wilson(rate: float, count: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion observed over `count` trials."""
-    if count <= 0:
-        return 0.0, 1.0
-    z2 = Z95 * Z95
-    centre = (rate + z2 / (2 * count)) / (1 + z2 / count)
-    spread = Z95 * math.sqrt(rate * (1 - rate) / count + z2 / (4 * count * count))
-    spread /= 1 + z2 / count
-    return max(0.0, centre - spread), min(1.0, centre + spread)
 
 
 def assess(

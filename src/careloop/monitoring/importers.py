@@ -15,22 +15,17 @@ import csv
 import io
 import math
 import re
-import statistics
 import zipfile
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
 from careloop.monitoring.quality import check_sample
 from careloop.monitoring.signals import Sample, Signal
 
 FITBIT_TIME = "%m/%d/%Y %I:%M:%S %p"
-REST_WINDOW_MINUTES = 10  # no steps in this long before a minute counts as at rest
-NIGHT_HOURS = range(0, 6)  # local hours preferred for resting heart rate
-MIN_NIGHT_MINUTES = 30
-MIN_REST_MINUTES = 10
 
 
 class ExportError(ValueError):
@@ -477,75 +472,3 @@ def read_smartwatch(
             yield from read_smartwatch_heart_rate(directory, person, report, tz=tz)
         if (directory / f"{person}_steps.csv.zip").is_file():
             yield from read_smartwatch_steps(directory, person, report, tz=tz)
-
-
-def resting_heart_rate_daily(
-    samples_hr: Iterable[Sample], samples_steps: Iterable[Sample], *, tz: tzinfo = UTC
-) -> list[Sample]:
-    """Daily resting heart rate per person from heart rate and minute steps.
-
-    A minute is at rest when step data covers it and the 10 minutes before with zero steps
-    (a minute without step data is not known to be at rest). The day's value is the median of
-    the mean heart rate of its rest minutes at night (00-06 local) when there are at least 30
-    of them, else of all its rest minutes, and no value with fewer than 10: at night posture
-    and activity are least confounded."""
-    steps = _minute_steps(samples_steps)
-    heart = _minute_heart_rate(samples_hr)
-    by_day: dict[tuple[str, date], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
-    for (person_id, minute), mean in heart.items():
-        if not _at_rest(steps.get(person_id, {}), minute):
-            continue
-        local = minute.astimezone(tz)
-        night, anytime = by_day[(person_id, local.date())]
-        anytime.append(mean)
-        if local.hour in NIGHT_HOURS:
-            night.append(mean)
-    return [
-        sample
-        for (person_id, day), (night, anytime) in sorted(by_day.items())
-        if (sample := _resting_sample(person_id, day, night, anytime, tz)) is not None
-    ]
-
-
-def _minute_steps(samples: Iterable[Sample]) -> dict[str, dict[datetime, float]]:
-    minutes: dict[str, dict[datetime, float]] = defaultdict(dict)
-    for sample in samples:
-        if sample.signal is Signal.STEPS and sample.period_minutes == 1:
-            minute = sample.time.replace(second=0, microsecond=0)
-            minutes[sample.person_id][minute] = sample.value
-    return minutes
-
-
-def _minute_heart_rate(samples: Iterable[Sample]) -> dict[tuple[str, datetime], float]:
-    sums: dict[tuple[str, datetime], list[float]] = {}
-    for sample in samples:
-        if sample.signal is Signal.HEART_RATE:
-            key = (sample.person_id, sample.time.replace(second=0, microsecond=0))
-            acc = sums.setdefault(key, [0.0, 0.0])
-            acc[0] += sample.value
-            acc[1] += 1
-    return {key: total / count for key, (total, count) in sums.items()}
-
-
-def _at_rest(steps: dict[datetime, float], minute: datetime) -> bool:
-    for back in range(REST_WINDOW_MINUTES + 1):
-        if steps.get(minute - timedelta(minutes=back), 1.0) != 0:
-            return False
-    return True
-
-
-def _resting_sample(
-    person_id: str, day: date, night: list[float], anytime: list[float], tz: tzinfo
-) -> Sample | None:
-    chosen = night if len(night) >= MIN_NIGHT_MINUTES else anytime
-    if len(chosen) < MIN_REST_MINUTES:
-        return None
-    midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
-    return Sample(
-        person_id=person_id,
-        signal=Signal.RESTING_HEART_RATE,
-        time=midnight,
-        value=round(statistics.median(chosen), 1),
-        sample_id=f"{person_id}-rhr-{day.isoformat()}",
-        source="stanford-smartwatch-derived",
-    )

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 from careloop.monitoring.signals import Sample
@@ -75,6 +76,7 @@ class SampleProcessor:
         max_hold_seconds: float = 5.0,
         max_buffer_per_person: int = 1_000,
         seen_capacity: int = 200_000,
+        checkpoint_seen: int = 50_000,
         max_future: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_drop: DropHook | None = None,
@@ -91,6 +93,7 @@ class SampleProcessor:
         self._max_hold = max_hold_seconds
         self._max_buffer = max_buffer_per_person
         self._seen_capacity = seen_capacity
+        self._checkpoint_seen = checkpoint_seen
         self._max_future = max_future
         self._clock = clock
         self._on_drop = on_drop
@@ -310,10 +313,16 @@ class SampleProcessor:
     # ------------------------------------------------------------------------- checkpoint
 
     def checkpoint(self) -> dict[str, Any]:
-        """What a restarted processor needs so a replay is not counted twice (JSON-able)."""
+        """What a restarted processor needs so a replay is not counted twice (JSON-able).
+
+        Only the newest `checkpoint_seen` ids are kept: what can come back after a restart is
+        what was not yet acknowledged, which is recent; an older re-send is older than its
+        person's processed time and refused as late. Saving every id would make each commit
+        write the whole seen-set (hundreds of thousands of ids) again."""
+        newest = list(islice(reversed(self._seen), self._checkpoint_seen))
         return {
             "version": CHECKPOINT_VERSION,
-            "seen": list(self._seen),
+            "seen": newest[::-1],
             "processed_until": {p: t.isoformat() for p, t in self._processed_until.items()},
             "counters": asdict(self.counters),
         }

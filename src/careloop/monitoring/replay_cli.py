@@ -60,7 +60,7 @@ def replay_command(data: Path, out: Path, limit_persons: int | None) -> None:
     try:
         counters = write_replay_csv(data, out, limit_persons=limit_persons)
     except (ExportError, OSError, UnicodeDecodeError, csv.Error) as error:
-        click.echo(f"Error: {_message(error)}", err=True)
+        click.echo(f"Error: {export_error_message(error)}", err=True)
         raise SystemExit(2) from None
     click.echo(
         f"{counters.persons} persons, {counters.person_days} person-days, "
@@ -73,8 +73,8 @@ def replay_command(data: Path, out: Path, limit_persons: int | None) -> None:
         click.echo(f"refused samples: {refused}")
 
 
-def _message(error: Exception) -> str:
-    """What went wrong and where, without a traceback."""
+def export_error_message(error: Exception) -> str:
+    """What went wrong reading an export, and where, without a traceback or any data value."""
     if isinstance(error, UnicodeDecodeError):
         return f"the data set is not UTF-8 text ({error.reason})"
     if isinstance(error, OSError) and error.strerror:

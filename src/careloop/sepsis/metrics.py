@@ -19,10 +19,8 @@ Challenge rewards (or, for its last 9 hours, still credits over a miss).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -32,7 +30,6 @@ WINDOW_AFTER_ONSET = 3  # hours: the Challenge's dt_late
 LABEL_SHIFT = 6  # hours the data's SepsisLabel leads the onset by
 
 Stay = tuple[np.ndarray, np.ndarray]  # (hourly 0/1 labels, hourly 0/1 alerts)
-T = TypeVar("T")
 
 
 def auroc(y: np.ndarray, p: np.ndarray) -> float:
@@ -154,32 +151,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     if total == 0:
         return float("nan")
     return sum(count / total * abs(observed - mean) for mean, observed, count in curve)
-
-
-def bootstrap_ci(
-    metric: Callable[[Sequence[T]], float],
-    groups: Sequence[T],
-    n: int = 200,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float, float]:
-    """(point estimate, low, high): percentile interval resampling whole groups (patients).
-
-    Resampling patients, not rows, keeps each stay's correlated hours together. Resamples on
-    which the metric is undefined (NaN, e.g. one class only) are left out of the interval.
-    """
-    point = metric(groups)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        picks = rng.integers(0, len(groups), size=len(groups))
-        values.append(metric([groups[i] for i in picks]))
-    finite = np.array([v for v in values if not math.isnan(v)])
-    if finite.size == 0:
-        return point, float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return point, float(low), float(high)
 
 
 def _check(labels: np.ndarray, alerts: np.ndarray) -> None:

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.elements import ColumnElement
 
 from careloop.store.crypto import (
     BlindIndex,
@@ -236,14 +237,7 @@ class ResourceStore:
         if patient_id is not None:
             conditions.append(resources.c.patient_hash == self.patient_hash(patient_id))
         if codes:
-            hashes = [self.token_hash("code", code) for code in codes]
-            conditions.append(
-                exists().where(
-                    search_tokens.c.resource_pk == resources.c.pk,
-                    search_tokens.c.param == "code",
-                    search_tokens.c.value_hash.in_(hashes),
-                )
-            )
+            conditions.append(self._has_code(codes))
         conditions.extend(_date_condition(bound) for bound in dates)
         where = and_(*conditions)
         with self.engine.connect() as connection:
@@ -272,14 +266,7 @@ class ResourceStore:
             resources.c.pk > after_pk,
         ]
         if codes:
-            hashes = [self.token_hash("code", code) for code in codes]
-            conditions.append(
-                exists().where(
-                    search_tokens.c.resource_pk == resources.c.pk,
-                    search_tokens.c.param == "code",
-                    search_tokens.c.value_hash.in_(hashes),
-                )
-            )
+            conditions.append(self._has_code(codes))
         with self.engine.connect() as connection:
             rows = connection.execute(
                 select(resources.c.pk, *_BODY_COLUMNS)
@@ -288,6 +275,15 @@ class ResourceStore:
                 .limit(limit)
             ).all()
             return [(int(row.pk), self._decode(connection, row)) for row in rows]
+
+    def _has_code(self, codes: Sequence[str]) -> ColumnElement[bool]:
+        """The resource row has one of `codes` (OR-ed) among its indexed code tokens."""
+        hashes = [self.token_hash("code", code) for code in codes]
+        return exists().where(
+            search_tokens.c.resource_pk == resources.c.pk,
+            search_tokens.c.param == "code",
+            search_tokens.c.value_hash.in_(hashes),
+        )
 
     def patient_resources(
         self, patient_id: str, resource_types: Sequence[str] = ()
