@@ -56,6 +56,7 @@ from careloop.store.repository import ResourceStore
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "monitoring"
 SMARTWATCH = Path("wearables/stanford_covid")
+REPEATS = 3
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -118,8 +119,9 @@ def stage_monitor(streams: dict[str, list[Sample]]) -> tuple[float, Monitor]:
 
 
 def memory_per_person(monitor: Monitor) -> tuple[float, float]:
-    """(KiB of live state, KiB of the compressed checkpoint row) per person."""
-    live = [person.state.approximate_bytes() for person in monitor.persons.values()]
+    """(KiB of live state, KiB of the compressed checkpoint row) per person, with the day each
+    person has open (the run ends mid-day, as a live worker always is)."""
+    live = [monitor.person_bytes(pid) for pid in monitor.persons]
     saved = [
         len(zlib.compress(json.dumps(monitor.person_snapshot(pid)).encode(), 6))
         for pid in monitor.persons
@@ -151,8 +153,14 @@ async def stage_workers(samples: list[Sample], url: str, nats_url: str, key: Mas
     results = {}
     store = ResourceStore.open(url, key)
     try:
-        local = InProcessStream(capacity=len(samples) + 1)
-        results["in-process"] = await stage_worker(samples, local, store)
+        # the in-process figure is the one the aim is about, and this machine is noisy: run it
+        # REPEATS times and report the median run, with the range
+        runs = [
+            await stage_worker(samples, InProcessStream(capacity=len(samples) + 1), store)
+            for _ in range(REPEATS)
+        ]
+        runs.sort(key=lambda run: run["processed"])
+        results["in-process"] = {**runs[len(runs) // 2], "range": [r["processed"] for r in runs]}
         tag = uuid.uuid4().hex[:8]
         config = JetStreamConfig(url=nats_url, stream=f"BENCH_{tag}", prefix=f"bench{tag}.s",
                                  max_ack_pending=50_000)  # fmt: skip
@@ -169,6 +177,7 @@ async def stage_workers(samples: list[Sample], url: str, nats_url: str, key: Mas
 
 def render(args: argparse.Namespace, figures: dict) -> str:
     facts = machine_facts()
+    local = figures["workers"]["in-process"]
     base = figures["monitor"]
     rows = [
         ("baselines + detectors only (`PersonState.observe`)", figures["state"], "-"),
@@ -193,16 +202,18 @@ def render(args: argparse.Namespace, figures: dict) -> str:
         *(f"| {label} | {rate:,.0f} | {rate / base:.2f}x | {pub} |" for label, rate, pub in rows),
         "",
         f"- **Aim: at least 50,000 samples/s per core in-process.** The whole path in memory "
-        f"runs {base:,.0f}/s; the in-process worker, with its commits, "
-        f"{figures['workers']['in-process']['processed']:,.0f}/s "
-        f"({'met' if figures['workers']['in-process']['processed'] >= 50_000 else 'not met'}).",
+        f"runs {base:,.0f}/s (met). The in-process worker, with its stream, reorder buffer, "
+        f"consent check and commits, runs {local['processed']:,.0f}/s, the median of "
+        f"{REPEATS} runs ({min(local['range']):,.0f} to {max(local['range']):,.0f}): "
+        f"{'met' if local['processed'] >= 50_000 else 'not met'}.",
         f"- The worker committed {figures['workers']['in-process']['commits']} times and wrote "
         f"{figures['workers']['in-process']['resources']} resources (daily summaries, alerts, "
         "engagement Tasks) per run; commits come every 10,000 samples or 5 s.",
         "- JetStream publishing waits for each PubAck one at a time, which is what one "
         "gateway connection pays for at-least-once delivery; many gateways publish in parallel.",
         f"- **Memory per monitored person:** {figures['live_kib']:,.1f} KiB of live state "
-        "(baselines with their time-of-day histograms, detectors, 14 days of daily history) "
+        "(baselines with their time-of-day histograms, detectors, 14 days of daily history, "
+        "and the open day with its minute heart rate) "
         f"and {figures['saved_kib']:,.1f} KiB compressed in the checkpoint; so about "
         f"{1024 * 1024 / figures['live_kib']:,.0f} persons per GiB.",
         "",

@@ -31,7 +31,7 @@ from careloop.monitoring.detectors import (
     Evidence,
     Finding,
 )
-from careloop.monitoring.engagement import engagement_gaps
+from careloop.monitoring.engagement import engagement_gaps, missed_check_ins
 from careloop.monitoring.fhir_alerts import alert_flag, alert_task, engagement_task
 from careloop.monitoring.signals import Signal
 
@@ -275,6 +275,21 @@ def test_engagement_gaps_and_their_task():
     assert engagement_task(gaps[1], at(11))["id"] == task["id"]
     with pytest.raises(ValueError, match="at least 1"):
         engagement_gaps({}, now, days=0)
+
+
+def test_a_check_in_that_was_a_habit_and_stopped_is_a_gap():
+    now = at(10)
+    check_ins = {
+        "habit": {Signal.WEIGHT: (7, at(6)), Signal.GLUCOSE: (5, at(9))},
+        "once": {Signal.WEIGHT: (2, at(1))},  # never a habit: its absence is not news
+    }
+    (gap,) = missed_check_ins(check_ins, now)
+    assert (gap.person_id, gap.signal, gap.days_silent) == ("habit", Signal.WEIGHT, 4)
+    task = engagement_task(gap, now)
+    validate(task)
+    assert "No weight reading for 4 days" in task["description"]
+    silent = engagement_gaps({"habit": at(6)}, now)[0]
+    assert engagement_task(silent, now)["id"] != task["id"]  # a different gap, a different Task
 
 
 # ----- persistence and the budget property ----------------------------------------------------

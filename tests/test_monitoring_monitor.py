@@ -191,3 +191,16 @@ def test_any_stream_is_judged_without_crashing_and_every_refusal_is_counted(
         for baseline in person.state.baselines.values():
             centre, scale, _days = baseline.baseline(NOW)
             assert math.isfinite(centre) and math.isfinite(scale)
+
+
+def test_memory_per_person_counts_the_open_day() -> None:
+    monitor = _monitor()
+    minutes = [
+        _reading(Signal.HEART_RATE, day_start(0) + timedelta(minutes=m), 60.0, f"h{m}")
+        for m in range(600)
+    ]
+    _feed(monitor, minutes)
+    with_day = monitor.person_bytes("p1")
+    assert with_day > monitor.persons["p1"].state.approximate_bytes()
+    monitor.finish()
+    assert monitor.person_bytes("p1") < with_day  # the minutes go once the day is judged

@@ -23,15 +23,15 @@ from careloop.ingest.pipeline import Ingestor
 from careloop.monitoring.feed import StoreFeed, is_device_observation
 from careloop.monitoring.fhir import sample_to_observation
 from careloop.monitoring.fhir_alerts import ALERT_ID_SYSTEM
-from careloop.monitoring.signals import Sample
+from careloop.monitoring.signals import Sample, Signal
 from careloop.monitoring.stream import InProcessStream, JetStreamStream
-from careloop.monitoring.worker import MonitoringWorker
+from careloop.monitoring.worker import BACKFILL_REORDER, MonitoringWorker
 from careloop.rights.erasure import erase_patient
 from careloop.store.repository import ResourceStore
 from careloop.store.schema import monitoring_persons
 from careloop.web.app import AppSettings, create_app
 from conftest import require
-from monitoring_streams import EPISODE, START, person_stream
+from monitoring_streams import EPISODE, START, day_start, person_stream
 from test_monitoring_stream import NATS_URL, jetstream_config, nats_reachable
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)  # after the streams; device clocks are not "in the future"
@@ -302,3 +302,23 @@ def test_the_task_goes_to_the_patients_care_team(store: ResourceStore) -> None:
     _run(_worker(store), store)
     (task,) = _alert_resources(store, "p9")["Task"]
     assert task["owner"] == {"reference": "CareTeam/heart-failure-team"}
+
+
+def test_a_stopped_daily_weigh_in_raises_a_check_in_task(store: ResourceStore) -> None:
+    _with_patients(store, "p10")
+    watch = person_stream(episode=False, days=20, person="p10")
+    weights = [
+        Sample("p10", Signal.WEIGHT, day_start(day) + timedelta(hours=7), 80.0, f"w{day}", "scale")
+        for day in range(12)  # weighed every morning, then stopped; the watch goes on
+    ]
+    # one file, the watch's days first and then the scale's: out of time order, as exports are
+    Ingestor(store).ingest_ndjson(_ndjson([*watch, *weights]), "w.ndjson")
+    worker = _worker(store, reorder=BACKFILL_REORDER)
+    _run(worker, store)
+    asyncio.run(worker.tick(day_start(20) + timedelta(hours=1)))  # the watch is not silent
+    descriptions = [
+        t["description"]
+        for t in _current(store, "Task", "p10")
+        if t["code"]["coding"][0]["code"] == "engagement-gap"
+    ]
+    assert any(d.startswith("No weight reading for 8 days") for d in descriptions)

@@ -123,8 +123,15 @@ def alert_task(alert: Alert, issued: datetime | None = None, care_team: str | No
 
 
 def engagement_task(gap: EngagementGap, now: datetime) -> dict:
-    """A routine Task for a coach or nurse to ask why a person's devices went quiet."""
-    if gap.days_silent is None:
+    """A routine Task for a coach or nurse to ask why a person's devices went quiet, or why a
+    regular check-in stopped."""
+    if gap.signal is not None:
+        name = SIGNAL_WORDS[gap.signal][0].lower()
+        text = (
+            f"No {name} reading for {gap.days_silent} days, though usually sent: ask whether "
+            "the check-in is still possible."
+        )
+    elif gap.days_silent is None:
         text = "No device data received since enrolment: check the device set-up."
     else:
         text = f"No device data for {gap.days_silent} days: ask whether the device is still worn."
@@ -148,9 +155,12 @@ def engagement_task(gap: EngagementGap, now: datetime) -> dict:
 
 
 def task_id_for_gap(gap: EngagementGap) -> str:
-    """One Task per person and silence (same last-seen time, same id), not one per check."""
+    """One Task per person, silence and signal (same last-seen time, same id), not one per
+    check."""
     seen = "never" if gap.last_seen is None else _instant(gap.last_seen)
-    return "gap-" + hashlib.sha256(f"{gap.person_id}\x1f{seen}".encode()).hexdigest()[:40]
+    what = "" if gap.signal is None else f"\x1f{gap.signal.value}"
+    key = f"{gap.person_id}\x1f{seen}{what}"
+    return "gap-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
 # ----- the explanation: DetectedIssue and its charts ---------------------------------------------

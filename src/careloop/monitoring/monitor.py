@@ -39,9 +39,10 @@ from careloop.monitoring.baseline import (
     daily_sample,
     resting_value,
 )
+from careloop.monitoring.engagement import CHECK_IN_SIGNALS
 from careloop.monitoring.quality import MIXUP_SIGNALS, check_sample, likely_unit_mixup
 from careloop.monitoring.signals import CATALOGUE, Sample, Signal
-from careloop.monitoring.state import PersonState
+from careloop.monitoring.state import PersonState, deep_size
 
 STATE_VERSION = 1
 UNIT_HISTORY = 10  # recent accepted values per signal kept for the unit mix-up check
@@ -136,7 +137,7 @@ class _OpenDay:
 
 class _Person:
     __slots__ = ("state", "day", "recent", "last_seen", "flood_minute", "flood_counts",
-                 "intraday")  # fmt: skip
+                 "intraday", "check_ins")  # fmt: skip
 
     def __init__(self, state: PersonState) -> None:
         self.state = state
@@ -146,6 +147,7 @@ class _Person:
         self.flood_minute = -1
         self.flood_counts: dict[Signal, int] = {}
         self.intraday = False  # has this person's device ever sent intraday heart rate?
+        self.check_ins: dict[Signal, tuple[int, datetime]] = {}  # readings and the latest
 
     @property
     def offset(self) -> int:
@@ -187,6 +189,9 @@ class Monitor:
             return []
         if person.last_seen is None or sample.time > person.last_seen:
             person.last_seen = sample.time
+        if sample.signal in CHECK_IN_SIGNALS:
+            count, last = person.check_ins.get(sample.signal, (0, sample.time))
+            person.check_ins[sample.signal] = (count + 1, max(last, sample.time))
         day = person.local_day(bucket_time(sample))
         closed: list[DayOutcome] = []
         if person.day is not None and day > person.day.day:
@@ -222,6 +227,15 @@ class Monitor:
     def last_seen(self) -> dict[str, datetime | None]:
         """When each person's devices last sent anything (engagement checks read this)."""
         return {person_id: person.last_seen for person_id, person in self.persons.items()}
+
+    def person_bytes(self, person_id: str) -> int:
+        """Memory one monitored person costs: baselines, detectors, history and the open day
+        (whose minute heart rate is the largest part for a watch that samples every few s)."""
+        return deep_size(self.persons[person_id], set())
+
+    def check_ins(self) -> dict[str, dict[Signal, tuple[int, datetime]]]:
+        """Per person, each check-in signal's readings so far and the latest one's time."""
+        return {pid: dict(person.check_ins) for pid, person in self.persons.items()}
 
     def history(self, person_id: str) -> dict[Signal, Any]:
         """The person's recent daily deviations per signal (charts read this)."""
@@ -351,6 +365,10 @@ class Monitor:
             "recent": {s.value: list(v) for s, v in person.recent.items()},
             "last_seen": None if person.last_seen is None else person.last_seen.isoformat(),
             "intraday": person.intraday,
+            "check_ins": {
+                signal.value: [count, last.isoformat()]
+                for signal, (count, last) in person.check_ins.items()
+            },
         }
 
     def shared_snapshot(self) -> dict[str, Any]:
@@ -396,6 +414,10 @@ def _person_from_dict(saved: dict[str, Any]) -> _Person:
     seen = saved["last_seen"]
     person.last_seen = None if seen is None else datetime.fromisoformat(seen)
     person.intraday = bool(saved["intraday"])
+    person.check_ins = {
+        Signal(signal): (int(count), datetime.fromisoformat(last))
+        for signal, (count, last) in saved["check_ins"].items()
+    }
     return person
 
 

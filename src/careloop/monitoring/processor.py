@@ -110,6 +110,7 @@ class SampleProcessor:
         self._buffers: dict[str, list[_Entry]] = {}
         self._held: dict[str, _Held] = {}
         self._recovered = False
+        self._batch_now: datetime | None = None  # one clock reading per fetched batch
 
     # ------------------------------------------------------------------------- one delivery
 
@@ -119,7 +120,7 @@ class SampleProcessor:
         if sample is None:
             await self._dead_letter(delivery, delivery.error or "malformed message")
             return
-        if sample.time > self._clock() + self._max_future:
+        if sample.time > (self._batch_now or self._clock()) + self._max_future:
             await self._dead_letter(delivery, "sample time is in the future")
             return
         if sample.sample_id in self._seen:
@@ -180,7 +181,7 @@ class SampleProcessor:
     async def _process(self, person_id: str, held: _Held) -> None:
         try:
             outcome = self._callback(held.sample)
-            if inspect.isawaitable(outcome):
+            if outcome is not None and inspect.isawaitable(outcome):  # a sync callback: None
                 await outcome
         except BaseException:
             # Give every delivery back (it will come again) and let the caller see the error:
@@ -296,6 +297,7 @@ class SampleProcessor:
 
     async def _handle_all(self, deliveries: list[Delivery]) -> None:
         done = 0
+        self._batch_now = self._clock()  # a batch is handled in milliseconds
         try:
             for delivery in deliveries:
                 await self.handle(delivery)
@@ -309,6 +311,8 @@ class SampleProcessor:
                 await delivery.nak()
             await self.abandon()
             raise
+        finally:
+            self._batch_now = None
 
     # ------------------------------------------------------------------------- checkpoint
 

@@ -132,7 +132,7 @@ class PersonState:
 
     def approximate_bytes(self) -> int:
         """Memory held by this person's state, counting every container and value once."""
-        return _deep_size(self, set())
+        return deep_size(self, set())
 
 
 def _deviation_to_json(deviation: Deviation) -> list[Any]:
@@ -157,7 +157,7 @@ def _deviation_from_json(saved: list[Any]) -> Deviation:
 _SHARED = (str, int, float, bool, type(None), Signal, date, datetime)
 
 
-def _deep_size(obj: object, seen: set[int]) -> int:
+def deep_size(obj: object, seen: set[int]) -> int:
     """sys.getsizeof over the object graph (containers and __slots__), each object once. Enum
     members and small interned values are shared by every person, so they are not counted."""
     if id(obj) in seen or isinstance(obj, Signal) or obj is None or isinstance(obj, bool):
@@ -165,13 +165,13 @@ def _deep_size(obj: object, seen: set[int]) -> int:
     seen.add(id(obj))
     size = sys.getsizeof(obj)
     if isinstance(obj, dict):
-        return size + sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in obj.items())
+        return size + sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
     if isinstance(obj, list | tuple | deque | set | frozenset):
-        return size + sum(_deep_size(item, seen) for item in obj)
+        return size + sum(deep_size(item, seen) for item in obj)
     if isinstance(obj, _SHARED):
         return size
     for cls in type(obj).__mro__:
         for name in getattr(cls, "__slots__", ()):
             if name != "prior" and hasattr(obj, name):  # priors are module-level, shared
-                size += _deep_size(getattr(obj, name), seen)
+                size += deep_size(getattr(obj, name), seen)
     return size

@@ -34,7 +34,7 @@ from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Permission, Role
 from careloop.audit.events import AuditAction
 from careloop.monitoring.alerts import AlertChange, AlertPolicy, AlertState
-from careloop.monitoring.engagement import DEFAULT_GAP_DAYS, engagement_gaps
+from careloop.monitoring.engagement import DEFAULT_GAP_DAYS, engagement_gaps, missed_check_ins
 from careloop.monitoring.fhir import CATEGORY_SYSTEM, LOINC, summary_observation
 from careloop.monitoring.fhir_alerts import (
     alert_charts,
@@ -154,28 +154,22 @@ class ConsentGate:
 
     Judged by the access layer on a stand-in Observation of the signal (its LOINC code and
     category, as a real one would carry), so the patient's rules by data class apply. Answers
-    are kept `ttl`, so a consent change takes effect within it."""
+    are kept `ttl` of wall time (monotonic: it is asked once per sample, so it must be cheap),
+    so a consent change takes effect within it."""
 
-    def __init__(
-        self,
-        access: AccessLayer,
-        ttl: timedelta = timedelta(minutes=15),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
+    def __init__(self, access: AccessLayer, ttl: timedelta = timedelta(minutes=15)) -> None:
         self.access = access
-        self.ttl = ttl
-        self._clock = clock
-        self._answers: dict[tuple[str, Signal], tuple[bool, datetime]] = {}
+        self.ttl_seconds = ttl.total_seconds()
+        self._answers: dict[tuple[str, Signal], tuple[bool, float]] = {}  # answer, valid until
 
     def allows(self, person_id: str, signal: Signal) -> bool:
-        now = self._clock()
         cached = self._answers.get((person_id, signal))
-        if cached is not None and now - cached[1] < self.ttl:
+        if cached is not None and time.monotonic() < cached[1]:
             return cached[0]
         ctx = AccessContext(Purpose.TREATMENT, "monitoring-consent-check", "monitoring-worker")
         released = self.access.screen(WORKER_PRINCIPAL, ctx, person_id, [_probe(person_id, signal)])
         allowed = bool(released)
-        self._answers[(person_id, signal)] = (allowed, now)
+        self._answers[(person_id, signal)] = (allowed, time.monotonic() + self.ttl_seconds)
         return allowed
 
 
@@ -261,7 +255,7 @@ class MonitoringWorker:
         self.store = store
         self.access = access
         self.monitor = Monitor(policy, clock=clock)
-        self.consent = consent if consent is not None else ConsentGate(access, clock=clock)
+        self.consent = consent if consent is not None else ConsentGate(access)
         self.checkpoints = MonitoringCheckpoints(store, worker)
         self.clock = clock
         self.engagement_days = engagement_days
@@ -324,6 +318,12 @@ class MonitoringWorker:
         self._extra.extend(self._care_team_actions(now))
         self._closed.extend(self.monitor.close_due(now))
         gaps = engagement_gaps(self.monitor.last_seen(), now, self.engagement_days)
+        silent = {gap.person_id for gap in gaps}  # a silent person's check-ins are not news
+        gaps += [
+            gap
+            for gap in missed_check_ins(self.monitor.check_ins(), now, self.engagement_days)
+            if gap.person_id not in silent
+        ]
         self._extra.extend(engagement_task(gap, now) for gap in gaps)
         self.counters.engagement_tasks += len(gaps)
         if self._closed or self._extra:
