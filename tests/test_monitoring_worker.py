@@ -160,7 +160,7 @@ def test_without_consent_nothing_is_scored_or_written(store: ResourceStore) -> N
 
 def test_erasure_deletes_the_persons_monitoring_state(store: ResourceStore) -> None:
     _with_patients(store, "p3")
-    Ingestor(store).ingest_ndjson(_ndjson(person_stream(episode=False, person="p3")), "w.ndjson")
+    Ingestor(store).ingest_ndjson(_ndjson(person_stream(episode=True, person="p3")), "w.ndjson")
     _run(_worker(store), store)
 
     def rows() -> int:
@@ -172,6 +172,10 @@ def test_erasure_deletes_the_persons_monitoring_state(store: ResourceStore) -> N
     assert rows() == 1
     erase_patient(store, "p3", erased_by="admin", basis="patient-request")
     assert rows() == 0
+    # a worker that restarts forgets the person too, alerts included, and writes nothing more
+    again = _worker(store)
+    assert again.restore()
+    assert "p3" not in again.monitor.persons and "p3" not in again.monitor.manager.persons()
 
 
 def test_device_observations_posted_over_rest_are_monitored(store: ResourceStore) -> None:

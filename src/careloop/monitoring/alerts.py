@@ -464,6 +464,17 @@ class AlertManager:
             if alert_key not in live:
                 del self.alerts[alert_key]
 
+    def forget_person(self, person: str) -> None:
+        """Drop everything kept about one person (their record was erased)."""
+        self.alerts = {k: a for k, a in self.alerts.items() if a.person_id != person}
+        self.current = {k: v for k, v in self.current.items() if k[0] != person}
+        self.episodes = {k: v for k, v in self.episodes.items() if k[0] != person}
+        self.tally.pop(person, None)
+
+    def persons(self) -> set[str]:
+        """Everyone the manager keeps anything about."""
+        return {a.person_id for a in self.alerts.values()} | set(self.tally)
+
     # ----- what the care team does ----------------------------------------------------------
 
     def _live(self, alert_key: str) -> Alert:

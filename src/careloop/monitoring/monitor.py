@@ -228,6 +228,12 @@ class Monitor:
         """When each person's devices last sent anything (engagement checks read this)."""
         return {person_id: person.last_seen for person_id, person in self.persons.items()}
 
+    def forget(self, person_id: str) -> None:
+        """Drop a person entirely: baselines, open day and alerts (their record was erased)."""
+        self.persons.pop(person_id, None)
+        self._touched.discard(person_id)
+        self.manager.forget_person(person_id)
+
     def person_bytes(self, person_id: str) -> int:
         """Memory one monitored person costs: baselines, detectors, history and the open day
         (whose minute heart rate is the largest part for a watch that samples every few s)."""

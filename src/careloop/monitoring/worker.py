@@ -29,10 +29,12 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select
 
+from careloop.access.errors import AccessDenied
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Permission, Role
 from careloop.audit.events import AuditAction
+from careloop.fhir.indexing import patient_id_of
 from careloop.monitoring.alerts import AlertChange, AlertPolicy, AlertState
 from careloop.monitoring.engagement import DEFAULT_GAP_DAYS, engagement_gaps, missed_check_ins
 from careloop.monitoring.fhir import CATEGORY_SYSTEM, LOINC, summary_observation
@@ -288,7 +290,19 @@ class MonitoringWorker:
         self.monitor.load(shared["monitor"], persons)
         self.processor.restore(shared["processor"])
         self.cursor = int(shared.get("cursor", 0))
+        self._forget_erased()
         return True
+
+    def _forget_erased(self) -> set[str]:
+        """Persons whose record was erased since: the erasure deleted their checkpoint rows;
+        what this worker holds of them in memory, and in its shared row, goes too (and nothing
+        more is written for them, which the store would refuse anyway)."""
+        known = set(self.monitor.persons) | self.monitor.manager.persons()
+        by_hash = {self.store.patient_hash(person): person for person in known}
+        erased = {by_hash[h] for h in self.store.erased_hashes(by_hash)}
+        for person in erased:
+            self.monitor.forget(person)
+        return erased
 
     def follow(self, feed: Any) -> None:
         """Keep `feed.cursor` (a StoreFeed) in the checkpoint."""
@@ -340,7 +354,10 @@ class MonitoringWorker:
         for alert in manager.open_alerts():
             if alert.state is not AlertState.OPEN:
                 continue
-            stored = self.access.read(WORKER_PRINCIPAL, ctx, "Task", task_id(alert))
+            try:
+                stored = self.access.read(WORKER_PRINCIPAL, ctx, "Task", task_id(alert))
+            except AccessDenied:  # the patient's consent now withholds it: leave the alert be
+                continue
             status = None if stored is None else stored.body.get("status")
             if status in ACKNOWLEDGING:
                 manager.acknowledge(alert.id, _owner(stored.body), now)
@@ -365,8 +382,10 @@ class MonitoringWorker:
     async def _commit(self) -> None:
         """Write what closed days produced and the state, in one transaction; audit after."""
         now = self.clock()
-        outcomes, self._closed = self._closed, []
-        extra, self._extra = self._extra, []
+        erased = self._forget_erased()
+        outcomes = [o for o in self._closed if o.person not in erased]
+        extra = [r for r in self._extra if patient_id_of(r) not in erased]
+        self._closed, self._extra = [], []
         resources = [
             resource
             for outcome in outcomes
@@ -422,11 +441,8 @@ class MonitoringWorker:
         write that then rolled back would be false)."""
         by_patient: dict[str, list[str]] = {}
         for resource in resources:
-            subject = resource.get("subject") or resource.get("patient") or resource.get("for")
-            reference = subject.get("reference", "") if isinstance(subject, dict) else ""
-            patient = reference.removeprefix("Patient/")
             entity = f"{resource['resourceType']}/{resource['id']}"
-            by_patient.setdefault(patient, []).append(entity)
+            by_patient.setdefault(patient_id_of(resource) or "", []).append(entity)
         for patient, entities in by_patient.items():
             self.access.record(
                 WORKER_PRINCIPAL,
