@@ -37,6 +37,7 @@ from careloop.audit.events import AuditAction
 from careloop.fhir.indexing import patient_id_of
 from careloop.monitoring.alerts import AlertChange, AlertPolicy, AlertState
 from careloop.monitoring.engagement import DEFAULT_GAP_DAYS, engagement_gaps, missed_check_ins
+from careloop.monitoring.feed import StoreFeed
 from careloop.monitoring.fhir import CATEGORY_SYSTEM, LOINC, summary_observation
 from careloop.monitoring.fhir_alerts import (
     alert_charts,
@@ -274,7 +275,7 @@ class MonitoringWorker:
             lateness=reorder,
             max_buffer_per_person=REORDER_BUFFER,
         )
-        self._feed: Any = None
+        self._feed: StoreFeed | None = None
 
     # ----- start and run ------------------------------------------------------------------
 
@@ -304,8 +305,8 @@ class MonitoringWorker:
             self.monitor.forget(person)
         return erased
 
-    def follow(self, feed: Any) -> None:
-        """Keep `feed.cursor` (a StoreFeed) in the checkpoint."""
+    def follow(self, feed: StoreFeed) -> None:
+        """Keep the store feed's position in the checkpoint."""
         self._feed = feed
 
     async def run_until_idle(self, stream: SampleStream, idle_seconds: float = 0.5) -> Counters:
