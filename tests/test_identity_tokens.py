@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from careloop.access.roles import Role
 from careloop.identity import AuthenticationError
 from careloop.identity.cli import clients_group
-from careloop.identity.clients import ClientRegistry
+from careloop.identity.clients import ClientRegistry, new_client_id
 from careloop.identity.tokens import JWT_BEARER, TokenService
 from careloop.store.schema import access_tokens, api_clients, used_assertions
 
@@ -681,3 +681,11 @@ def test_one_assertion_sent_twice_at_once_buys_one_token(setup):
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["invalid_client", "issued"]
+
+
+def test_client_ids_never_read_as_command_line_options():
+    # URL-safe base64 starts with '-' one time in 64: such an id could not be disabled by
+    # `careloop clients disable ID` (click took it for an option), so ids get a letter first
+    ids = [new_client_id() for _ in range(2_000)]
+    assert all(client_id[0].isalpha() for client_id in ids)
+    assert len(set(ids)) == len(ids)

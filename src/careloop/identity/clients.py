@@ -149,6 +149,13 @@ def check_name(name: str) -> None:
         raise ValueError(f"a client name is 1 to {_NAME_MAX} printable characters")
 
 
+def new_client_id() -> str:
+    """A random client id (144 bits) an operator can type as a command argument: URL-safe
+    base64 may begin with '-', which a command line reads as an option, so it gets a letter
+    in front."""
+    return "c" + secrets.token_urlsafe(18)
+
+
 class ClientRegistry:
     """The api_clients table."""
 
@@ -176,7 +183,7 @@ class ClientRegistry:
         if len(" ".join(texts)) > MAX_SCOPES_CHARS:
             raise ValueError(f"the scopes add up to more than {MAX_SCOPES_CHARS} characters")
         keys = public_jwks(jwks)
-        client_id = secrets.token_urlsafe(18)
+        client_id = new_client_id()
         with self.store.engine.begin() as connection:
             connection.execute(
                 insert(api_clients).values(
