@@ -42,8 +42,7 @@ from careloop.monitoring.fhir_alerts import (
     alert_charts,
     alert_detected_issue,
     alert_flag,
-    alert_task,
-    baseline_days_of,
+    alert_resources,
     chart_media,
     chart_media_id,
     detected_issue_id,
@@ -109,15 +108,10 @@ def urgent_spo2_alert(person: str) -> Alert:
     return changes[0].alert
 
 
-def alert_resources(episode: Episode) -> list[dict]:
-    """What the alert-raising code writes: Flag, DetectedIssue, a Media per chart, Task."""
+def episode_resources(episode: Episode) -> list[dict]:
+    """What the monitoring worker writes for the episode's alert (the same builder)."""
     alert = episode.alert
-    charts = alert_charts(alert, episode.state.history)
-    media = [chart_media(alert, signal, svg, alert.raised_at) for signal, svg in charts.items()]
-    issue = alert_detected_issue(
-        alert, [m["id"] for m in media], baseline_days_of(episode.state.history)
-    )
-    return [alert_flag(alert), issue, *media, alert_task(alert)]
+    return alert_resources(alert, episode.state.history, alert.raised_at)
 
 
 def store_for(store: ResourceStore, person: str, resources: list[dict]) -> None:
@@ -138,7 +132,7 @@ def validate(resource: dict) -> None:
 
 def test_the_explanation_resources_are_valid_fhir_r4() -> None:
     episode = infection_episode("p-fhir")
-    resources = alert_resources(episode)
+    resources = episode_resources(episode)
     for resource in resources:
         validate(resource)
     kinds = [r["resourceType"] for r in resources]
@@ -151,7 +145,7 @@ def test_the_explanation_resources_are_valid_fhir_r4() -> None:
 def test_the_detected_issue_carries_tier_severity_evidence_and_charts() -> None:
     episode = infection_episode("p-di")
     alert = episode.alert
-    issue, media = alert_resources(episode)[1], alert_resources(episode)[2:4]
+    issue, media = episode_resources(episode)[1], episode_resources(episode)[2:4]
     assert issue["id"] == detected_issue_id(alert) == "di-" + alert.id.removeprefix("alert-")
     assert issue["status"] == "final"
     assert issue["identifier"] == [{"system": media[0]["identifier"][0]["system"],
@@ -212,7 +206,7 @@ def test_alert_charts_draw_each_evidence_signal_against_its_baseline() -> None:
 
 def test_live_alerts_pair_active_monitoring_flags_with_their_issue_and_open_task() -> None:
     episode = infection_episode("p-live")
-    flag, issue, *media, task = alert_resources(episode)
+    flag, issue, *media, task = episode_resources(episode)
     other_flag = {**flag, "id": "f-other", "identifier": [], "code": {"text": "Fall risk"}}
     done = {**task, "status": "completed"}
     gap_task = {"resourceType": "Task", "id": "gap-1", "status": "requested"}
@@ -245,7 +239,7 @@ def test_a_live_alert_in_careloop_becomes_a_patient_view_card(
     person = "mon-p1"
     episode = infection_episode(person)
     alert = episode.alert
-    resources = alert_resources(episode)
+    resources = episode_resources(episode)
     store_for(store, person, resources)
     prefetch = small_patient(person) if prefetched else None
     answer = call(cds, ehr, PATIENT_VIEW, hook_request("patient-view", person, prefetch=prefetch))
@@ -314,7 +308,7 @@ def test_the_card_is_rationed_by_the_alert_budget(
     store: ResourceStore,
 ) -> None:
     person = "mon-p2"
-    store_for(store, person, alert_resources(infection_episode(person)))
+    store_for(store, person, episode_resources(infection_episode(person)))
     cards = [card for answer in open_chart_twice(cds, ehr, person) for card in answer]
     assert [card["indicator"] for card in cards] == ["warning", "info"]
     assert "Already raised" in cards[1]["detail"]
@@ -350,7 +344,7 @@ def test_a_resolved_alert_gives_no_card(
         day = last + timedelta(days=extra)
         changes = episode.manager.consider(person, [], quality(day.date()), day)
     assert [c.kind for c in changes] == [RESOLVED]
-    resources = alert_resources(episode)
+    resources = episode_resources(episode)
     assert resources[0]["status"] == "inactive"
     store_for(store, person, resources)
     answer = call(
@@ -378,7 +372,7 @@ def test_the_chart_route_serves_the_svg_to_a_clinician_and_audits_it(
 ) -> None:
     person = "mon-p5"
     episode = infection_episode(person)
-    store_for(store, person, alert_resources(episode))
+    store_for(store, person, episode_resources(episode))
     expected = alert_charts(episode.alert, episode.state.history)[Signal.RESTING_HEART_RATE]
     clinician = auth(bearer_token(api, store, Role.CLINICIAN,
                                   fhir_user=practitioner_for(Role.CLINICIAN)))  # fmt: skip
@@ -405,7 +399,7 @@ def test_the_chart_route_refuses_what_the_caller_may_not_see(
 ) -> None:
     person = "mon-p6"
     episode = infection_episode(person)
-    store_for(store, person, alert_resources(episode))
+    store_for(store, person, episode_resources(episode))
     path = chart_path(episode.alert, Signal.HRV_RMSSD)
     someone_else = auth(bearer_token(api, store, Role.PATIENT, fhir_user="Patient/mon-other"))
     refused = api.get(path, headers=someone_else)

@@ -318,3 +318,14 @@ def _evidence_entry(alert_key: str, item: Evidence, charts: set[str], days: int 
     if media in charts:
         entry["detail"] = [{"reference": f"Media/{media}", "display": chart_title(item.signal)}]
     return entry
+
+
+def alert_resources(
+    alert: Alert, history: History, now: datetime, care_team: str | None = None
+) -> list[dict]:
+    """Everything one alert is written as: its Flag, its DetectedIssue with a chart Media per
+    evidence signal, and its Task (owned by `care_team`, else the nurse queue)."""
+    charts = alert_charts(alert, history)
+    media = [chart_media(alert, signal, svg, now) for signal, svg in charts.items()]
+    issue = alert_detected_issue(alert, [m["id"] for m in media], baseline_days_of(history))
+    return [alert_flag(alert), issue, *media, alert_task(alert, care_team=care_team)]

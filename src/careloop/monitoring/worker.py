@@ -35,17 +35,15 @@ from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Permission, Role
 from careloop.audit.events import AuditAction
 from careloop.fhir.indexing import patient_id_of
-from careloop.monitoring.alerts import AlertChange, AlertPolicy, AlertState
+from careloop.monitoring.alerts import AlertPolicy, AlertState
 from careloop.monitoring.engagement import DEFAULT_GAP_DAYS, engagement_gaps, missed_check_ins
 from careloop.monitoring.feed import StoreFeed
 from careloop.monitoring.fhir import CATEGORY_SYSTEM, LOINC, summary_observation
 from careloop.monitoring.fhir_alerts import (
-    alert_charts,
     alert_detected_issue,
     alert_flag,
-    alert_task,
+    alert_resources,
     baseline_days_of,
-    chart_media,
     chart_media_id,
     engagement_task,
     task_id,
@@ -211,18 +209,8 @@ def day_resources(
     resources = [summary_observation(sample) for sample in outcome.summaries]
     history = monitor.history(outcome.person)
     for change in outcome.changes:
-        resources.extend(alert_resources(change, history, now, care_team))
+        resources.extend(alert_resources(change.alert, history, now, care_team))
     return resources
-
-
-def alert_resources(
-    change: AlertChange, history: Any, now: datetime, care_team: str | None = None
-) -> list[dict]:
-    alert = change.alert
-    charts = alert_charts(alert, history)
-    media = [chart_media(alert, signal, svg, now) for signal, svg in charts.items()]
-    issue = alert_detected_issue(alert, [m["id"] for m in media], baseline_days_of(history))
-    return [alert_flag(alert), issue, *media, alert_task(alert, care_team=care_team)]
 
 
 # ----- the worker -------------------------------------------------------------------------
