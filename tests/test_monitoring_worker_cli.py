@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from careloop.monitoring.fhir import sample_to_observation
+from careloop.monitoring.worker_cli import shown_url
 from monitoring_streams import EPISODE, person_stream
 from test_cli import cli_env, run  # noqa: F401 - cli_env is a fixture
 
@@ -44,3 +45,13 @@ def test_unreachable_nats_and_missing_exports_fail_cleanly(
     missing = run(["monitor", "publish", "--data", str(tmp_path / "absent")], cli_env)
     assert missing.returncode == 2
     assert "no such folder" in missing.stderr
+
+
+def test_a_nats_secret_is_never_printed(cli_env: dict) -> None:  # noqa: F811
+    url = "nats://gateway:s3cret-pass@127.0.0.1:9"
+    down = run(["monitor", "run", "--nats", url], cli_env, timeout=60)
+    assert down.returncode == 2
+    assert "s3cret-pass" not in down.stderr + down.stdout
+    assert "nats://gateway:***@127.0.0.1:9" in down.stderr
+    assert shown_url("nats://tok3n@host:4222") == "nats://***@host:4222"
+    assert shown_url("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"

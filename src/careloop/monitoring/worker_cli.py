@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -107,14 +108,29 @@ def publish_command(data: Path, nats_url: str, limit_persons: int | None) -> Non
         return sent, dropped
 
     sent, dropped = asyncio.run(publish())
-    click.echo(f"published {sent} samples to {nats_url} ({dropped} re-sends dropped)")
+    click.echo(f"published {sent} samples to {shown_url(nats_url)} ({dropped} re-sends dropped)")
 
 
 async def _connect(url: str) -> JetStreamStream:
     try:
         return await JetStreamStream.connect(JetStreamConfig(url=url))
     except Exception as error:  # nats raises its own hierarchy and OSError variants
-        fail(f"cannot reach NATS JetStream at {url}: {type(error).__name__}")
+        fail(f"cannot reach NATS JetStream at {shown_url(url)}: {type(error).__name__}")
+
+
+def shown_url(url: str) -> str:
+    """The NATS URL with any password or token in it masked, safe to print (a secret never
+    goes into output or an error message)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<unparseable NATS URL>"
+    if parts.username is None and parts.password is None:
+        return url
+    user = "***" if parts.password is None else f"{parts.username}:***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}{port}"))
 
 
 def _stop_on_signals() -> asyncio.Event:
