@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.cds
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.monitoring_quality
+	$(BIN)/python -m bench.governance
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

@@ -79,6 +79,7 @@ def report(
     args: argparse.Namespace,
     model: SepsisModel,
     cv: dict | None,
+    holdout: dict | None,
     seconds: list[float],
     hours: int,
     elapsed: float,
@@ -89,7 +90,8 @@ def report(
     lines = [
         "## Sepsis model",
         "",
-        f"- **Model**: `{model.version}` (`models/sepsis`, trained on all of set A)",
+        f"- **Model**: `{model.version}` (`models/sepsis`, trained on set A's stays outside "
+        "the holdout)",
         f"- **Machine**: {machine['cpu']}, {machine['logical_cpus']} logical CPUs, Python "
         f"{machine['python']}; {machine['date_utc']}",
     ]
@@ -105,6 +107,18 @@ def report(
             "baselines are scored on the same held-out stays at their standard thresholds.",
             "",
             *metric_table(cv["summary"]),
+        ]
+    if holdout is not None:
+        held = model.trained.get("holdout") or {}
+        lines += [
+            "",
+            f"### Held-out stays of set A ({held.get('stays', '?')} stays never used in training)",
+            "",
+            "From the model's `holdout.json`, written by the same command: the shipped model "
+            "and the baselines on the stays its holdout rule kept out of training, tuning and "
+            "calibration.",
+            "",
+            *metric_table({name: entry["overall"] for name, entry in holdout.items()}),
         ]
     lines += [
         "",
@@ -129,9 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     model = SepsisModel.load(args.model)
     cv_path = args.model / "cv.json"
     cv = json.loads(cv_path.read_text()) if cv_path.exists() else None
+    holdout_path = args.model / "holdout.json"
+    holdout = json.loads(holdout_path.read_text()) if holdout_path.exists() else None
     seconds = latencies(model, args.data, args.stays)
     hours, elapsed = throughput(model, args.data, args.stays)
-    text = report(args, model, cv, seconds, hours, elapsed)
+    text = report(args, model, cv, holdout, seconds, hours, elapsed)
     return publish(text, args.out, SECTION, write=not args.no_write)
 
 

@@ -6,6 +6,7 @@ green CI always means the tests ran against the real components.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
@@ -89,6 +90,19 @@ def store(database_url: str, master_key: MasterKey) -> Iterator[ResourceStore]:
     opened = ResourceStore.open(database_url, master_key)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, database_url: str, master_key: MasterKey) -> dict[str, str | None]:
+    """The environment of a `careloop` command working on the test's store (for CliRunner:
+    None unsets a variable). A test module may define its own."""
+    return {
+        "CARELOOP_HOME": str(tmp_path / "home"),
+        "CARELOOP_DATABASE_URL": database_url,
+        "CARELOOP_MASTER_KEY": base64.b64encode(master_key.secret).decode(),
+        "CARELOOP_MASTER_KEY_FILE": None,
+        "CARELOOP_CONFIG": None,
+    }
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ with a sealed reason, and one with no grant), a consent denial, failed sign-ins 
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +19,6 @@ from careloop.audit.cli import audit_group, local_agent
 from careloop.audit.events import AuditAction, AuditOutcome, AuditRecord
 from careloop.audit.log import AuditLog
 from careloop.audit.review import AuditReview, review
-from careloop.store.crypto import MasterKey
 from careloop.store.repository import ResourceStore
 
 MONDAY = datetime(2025, 3, 3, tzinfo=UTC)
@@ -304,17 +301,6 @@ def drop_triggers(store: ResourceStore) -> None:
     with store.engine.begin() as connection:
         for statement in statements:
             connection.execute(sa.text(statement))
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, database_url: str, master_key: MasterKey) -> dict[str, str | None]:
-    return {
-        "CARELOOP_HOME": str(tmp_path / "home"),
-        "CARELOOP_DATABASE_URL": database_url,
-        "CARELOOP_MASTER_KEY": base64.b64encode(master_key.secret).decode(),
-        "CARELOOP_MASTER_KEY_FILE": None,
-        "CARELOOP_CONFIG": None,
-    }
 
 
 def run(args: list[str], env: dict[str, str | None]):  # type: ignore[no-untyped-def]

@@ -170,6 +170,9 @@ def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
         output = server.communicate(timeout=30)[0]
     assert "demo-master.key" in output and "/fhir/metadata" in output
     assert "clinician" in output and "TOTP seed" in output
+    assert "governed models" in output  # the shipped models, registered and made active
+    assert "sepsis: sepsis-lgbm-" in output and "readmission: readmission-lgbm-" in output
+    assert output.count("(active)") >= 2
     assert (tmp_path / "home" / "careloop.db").exists()
 
 

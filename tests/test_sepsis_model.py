@@ -4,6 +4,7 @@ in the artifact, explanations, scoring a timeline, and the CLI's predictions fil
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from datetime import timedelta
@@ -145,6 +146,8 @@ def test_predict_writes_one_row_per_stay_hour(trained: Path, tmp_path: Path) -> 
     assert all(0 <= float(r["prob"]) <= 1 and r["alert"] in ("0", "1") for r in scored)
     short = [r for r in table if r["patient"] == "p101"]
     assert short == [{"patient": "p101", "hour": "0", "prob": "", "alert": ""}]
+    note = json.loads((tmp_path / "pred.csv.model.json").read_text())
+    assert note["model"] == "test-model"  # every prediction names the version that made it
     assert "1 stays could not be scored" in result.stdout
 
 
@@ -242,7 +245,12 @@ def test_train_and_evaluate_from_the_command_line(set_a: Path, tmp_path: Path) -
     cv = json.loads((model_dir / "cv.json").read_text())
     assert len(cv["folds"]) == 2
     total = sum(fold["model"]["stays"] for fold in cv["folds"])  # the folds partition the stays
-    assert total >= 398
+    held = json.loads((model_dir / "model.json").read_text())["trained"]["holdout"]["stays"]
+    assert total + held >= 398 and 40 <= held <= 120  # a fifth held out, by stay id
+    assert "## Held-out stays" in card and "## Fairness by subgroup" in card
+    assert {"reference.json", "fairness.json", "holdout.json"} <= {
+        p.name for p in model_dir.iterdir()
+    }
     for fold in cv["folds"]:  # and each fold's model was fitted on the other fold only
         training = fold["training"]
         assert fold["model"]["stays"] + training["fit_stays"] + training["tune_stays"] == total
@@ -262,6 +270,8 @@ def test_train_and_evaluate_from_the_command_line(set_a: Path, tmp_path: Path) -
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["results"]) == {"model", "qsofa", "sirs", "news2"}
+    assert metrics["judged"] == "stays held out of training"  # set A is its training file
+    assert metrics["results"]["model"]["overall"]["stays"] < 25
     assert (out / "reliability.png").stat().st_size > 1000
     assert "## By subgroup" in (out / "report.md").read_text()
     missing = run_careloop(

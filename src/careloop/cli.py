@@ -193,19 +193,20 @@ def serve(host: str, port: int, dev_tls: bool) -> None:
             "CARELOOP_TLS_KEY_FILE, or pass --dev-tls on loopback"
         )
     public_url = settings.public_url or f"https://{host}:{port}"
-    serve_store(open_store(settings), host, port, app_settings(settings, public_url), tls)
+    store = open_store(settings)
+    serve_store(store, host, port, app_settings(settings, public_url, store=store), tls)
 
 
-def app_settings(settings: Settings, public_url: str, *, demo: bool = False) -> AppSettings:
+def app_settings(
+    settings: Settings, public_url: str, *, demo: bool = False, store: ResourceStore | None = None
+) -> AppSettings:
     from datetime import timedelta
 
     from careloop.access.consent import ConsentPolicy, DefaultPolicy
-    from careloop.cli_sepsis import model_dir
     from careloop.web.app import AppSettings
 
-    sepsis_model = model_dir() if (model_dir() / "model.json").exists() else None
     return AppSettings(
-        sepsis_model=sepsis_model,
+        sepsis_model=serving_sepsis_model(settings, store),
         public_url=public_url,
         plain_http_allowed=demo,
         consent_policy=ConsentPolicy(default=DefaultPolicy(settings.consent_default)),
@@ -216,6 +217,26 @@ def app_settings(settings: Settings, public_url: str, *, demo: bool = False) -> 
         cds_alert_budget=settings.cds_alert_budget,
         cds_cors_origins=settings.cds_cors_origins,
     )
+
+
+def serving_sepsis_model(settings: Settings, store: ResourceStore | None) -> Path | None:
+    """The sepsis model the service runs: CARELOOP_SEPSIS_MODEL when set, else the version the
+    registry holds active (its checksum verified), else the shipped model, else none."""
+    import os
+
+    from careloop.cli_sepsis import model_dir
+    from careloop.governance.registry import ModelRegistry, RegistryError
+    from careloop.governance.registry_cli import registry_root
+
+    if store is not None and "CARELOOP_SEPSIS_MODEL" not in os.environ:
+        registry = ModelRegistry(store, registry_root(settings.home))
+        active = registry.active("sepsis")
+        if active is not None:
+            try:
+                return registry.lookup_artifact(active.version)
+            except RegistryError as exc:
+                fail(f"the active sepsis model cannot be served: {exc}")
+    return model_dir() if (model_dir() / "model.json").exists() else None
 
 
 def serve_store(
@@ -283,11 +304,17 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
         fail("the demo data did not load cleanly", code=1)
     accounts = demo_accounts(store)
     print_demo_tour(store, settings, host, port, accounts)
+    print_demo_models(store, settings)
     print_demo_risks(store)
     print_demo_monitoring(store)
-    print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True))
+    print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True, store=store))
     if not no_serve:
-        serve_store(store, host, port, app_settings(settings, f"http://{host}:{port}", demo=True))
+        serve_store(
+            store,
+            host,
+            port,
+            app_settings(settings, f"http://{host}:{port}", demo=True, store=store),
+        )
     store.close()
 
 
@@ -358,6 +385,25 @@ def print_demo_tour(
         f"/sepsis/Patient/{example}/risk",
     ):
         stdout.print(f"  {base}{path}", highlight=False, soft_wrap=True)
+
+
+def print_demo_models(store: ResourceStore, settings: Settings) -> None:
+    """Register the shipped models and make them active, as a hospital's AI team would after
+    its committee approved them (audited), and show the registry."""
+    from careloop.governance.adapters import SHIPPED_MODELS
+    from careloop.governance.registry import ModelRegistry, ModelState
+    from careloop.governance.registry_cli import operator, registry_root
+
+    registry = ModelRegistry(store, registry_root(settings.home))
+    actor = operator()
+    stdout.print(
+        "governed models (`careloop models list`; cards, gate, drift in docs/governance.md):"
+    )
+    for artifact in sorted(path.parent for path in SHIPPED_MODELS.glob("*/model.json")):
+        model = registry.register(artifact, actor=actor)
+        if model.state is ModelState.CANDIDATE:  # demo only: the shipped version goes live
+            model = registry.promote(model.version, actor=actor, reason="demo: shipped model")
+        stdout.print(f"  {model.name}: {model.version} ({model.state})", highlight=False)
 
 
 def print_demo_risks(store: ResourceStore, patients: int = 5) -> None:
@@ -547,9 +593,14 @@ def _register_subcommands() -> None:
         retention_group,
     )
     from careloop.cli_sepsis import convert_group, evaluate_group, predict_group, train_group
+    from careloop.governance.committee_report import model_report_command
+    from careloop.governance.drift_cli import drift_group
+    from careloop.governance.gate_cli import gate_command
+    from careloop.governance.registry_cli import models_group
     from careloop.identity.cli import clients_group, users_group
     from careloop.monitoring.worker_cli import monitor_group  # with run and publish attached
 
+    report_group.add_command(model_report_command)  # `careloop report model`
     for command in (
         audit_group,
         users_group,
@@ -567,6 +618,9 @@ def _register_subcommands() -> None:
         playbooks_group,
         report_group,
         monitor_group,
+        models_group,
+        drift_group,
+        gate_command,
     ):
         main.add_command(command)
 

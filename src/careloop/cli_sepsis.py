@@ -10,8 +10,13 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from careloop.sepsis.evaluate import EvalStay
+    from careloop.sepsis.model import SepsisModel
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "sepsis"
 
@@ -56,39 +61,118 @@ def _data_option(function):  # type: ignore[no-untyped-def]
     show_default=True,
     help="Choose LightGBM settings by 3-fold patient-grouped cross-validation.",
 )
-def train_sepsis(data: Path, out: Path, cv_folds: int, limit: int | None, tune: bool) -> None:
+@click.option(
+    "--holdout/--no-holdout",
+    default=True,
+    show_default=True,
+    help="Keep a fifth of the stays (chosen by a hash of the stay id) out of training, for the "
+    "card's held-out figures and fairness tables, the drift reference and the release gate.",
+)
+@click.option(
+    "--params-from",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Reuse the LightGBM settings recorded in this model directory instead of tuning: a "
+    "retrain of the same recipe, e.g. a release candidate after a dependency change.",
+)
+def train_sepsis(
+    data: Path,
+    out: Path,
+    cv_folds: int,
+    limit: int | None,
+    tune: bool,
+    holdout: bool,
+    params_from: Path | None,
+) -> None:
     """Tune by patient-grouped cross-validation, cross-validate (figures), then train the model
-    on all of DATA and write it with its model card to OUT."""
+    on the training stays of DATA and write it with its model card to OUT."""
     from careloop.cli import stdout
+    from careloop.governance.holdout import HoldoutRule
     from careloop.sepsis.evaluate import cross_validate, load_stays, tune_hyperparameters
     from careloop.sepsis.model import PARAM_CANDIDATES, fingerprint, train, version_of
-    from careloop.sepsis.report import model_card
 
     stays, summary = load_stays(data, limit=limit)
     _require_labels(stays)
-    stdout.print(f"{summary.stays_scored:,} stays, {summary.hours_scored:,} patient-hours")
-    params, tuning = tune_hyperparameters(stays, PARAM_CANDIDATES) if tune else (None, [])
-    cv = cross_validate(stays, folds=cv_folds, params=params) if cv_folds >= 2 else None
+    rule = HoldoutRule() if holdout else None
+    training = [s for s in stays if rule is None or not rule.held_out(s.data.stay_id)]
+    held = [s for s in stays if rule is not None and rule.held_out(s.data.stay_id)]
+    stdout.print(
+        f"{summary.stays_scored:,} stays, {summary.hours_scored:,} patient-hours; "
+        f"{len(held):,} stays held out",
+        highlight=False,
+    )
+    if params_from is not None:
+        params, tuning = _recorded_params(params_from), []
+    else:
+        params, tuning = tune_hyperparameters(training, PARAM_CANDIDATES) if tune else (None, [])
+    cv = cross_validate(training, folds=cv_folds, params=params) if cv_folds >= 2 else None
     if cv is not None:
         cv["tuning"] = tuning
-    model, facts = train([s.data for s in stays], params=params)
+    model, facts = train([s.data for s in training], params=params)
     print_fingerprint = fingerprint(data)
-    model.version = version_of(print_fingerprint)
+    model.version = version_of(print_fingerprint, model.booster)
     model.trained = {
         **facts,
         "fingerprint": print_fingerprint,
         "data": data.name,
-        "stays": summary.stays_scored,
-        "septic_stays": sum(int(s.data.labels.any()) for s in stays),  # type: ignore[union-attr]
-        "hours": summary.hours_scored,
+        "stays": len(training),
+        "septic_stays": sum(int(s.data.labels.any()) for s in training),  # type: ignore[union-attr]
+        "hours": sum(len(s.data.features) for s in training),
         "unscorable": summary.unscorable,
+        "holdout": None if rule is None else {**rule.as_dict(), "stays": len(held)},
     }
-    model.save(out)
-    meta = json.loads((out / "model.json").read_text())
-    if cv is not None:
-        (out / "cv.json").write_text(json.dumps(cv, indent=2))
-    (out / "MODEL_CARD.md").write_text(model_card(meta, cv))
+    _write_artifact(model, cv, training, held, out)
     stdout.print(f"wrote {model.version} to {out}", highlight=False)
+
+
+def _recorded_params(model_path: Path) -> dict[str, object]:
+    """The LightGBM settings a trained model records (its seed aside: training sets its own)."""
+    params = _load_model(model_path).trained.get("params")
+    if not isinstance(params, dict):
+        from careloop.cli import fail
+
+        fail(f"the model in {model_path} records no LightGBM settings")
+    return {name: value for name, value in params.items() if name != "seed"}  # type: ignore[union-attr]
+
+
+def _write_artifact(
+    model: SepsisModel,
+    cv: dict[str, object] | None,
+    training: list[EvalStay],
+    held: list[EvalStay],
+    out: Path,
+) -> None:
+    """The model, cv.json, the drift reference, the held-out evaluation with its fairness tables,
+    and the card, written whole or not at all."""
+    from careloop.governance.artifact import write_artifact
+    from careloop.governance.drift import reference_profile, write_reference
+    from careloop.governance.model_card import FAIRNESS_FILE, fairness_section
+    from careloop.governance.sepsis_adapter import score_stays
+    from careloop.sepsis.evaluate import evaluate_all, score_model
+    from careloop.sepsis.report import model_card
+
+    def fill(staging: Path) -> None:
+        model.save(staging)
+        if cv is not None:
+            (staging / "cv.json").write_text(json.dumps(cv, indent=2))
+        judged = score_stays(model, held) if held else None
+        reference = reference_profile(score_stays(model, training), judged=judged)
+        write_reference(staging, reference)
+        evaluation = fairness = None
+        if judged is not None:
+            evaluation = evaluate_all(held, score_model(model, held))
+            (staging / "holdout.json").write_text(json.dumps(evaluation, indent=2))
+            population = (
+                f"{len(held):,} stays held out of training (a hash of the stay id), each hour "
+                "scored by this model; a patient is a stay, an event a septic stay; TPR, FPR "
+                "and alert rate are per hour at the alert policy's state."
+            )
+            fairness = fairness_section(judged, population)
+            (staging / FAIRNESS_FILE).write_text(json.dumps(fairness.to_json(), indent=2))
+        meta = json.loads((staging / "model.json").read_text())
+        card = model_card(meta, cv, evaluation, fairness and fairness.markdown())
+        (staging / "MODEL_CARD.md").write_text(card)
+
+    write_artifact(out, fill)
 
 
 @evaluate_group.command("sepsis")
@@ -105,6 +189,7 @@ def evaluate_sepsis(data: Path, out: Path, model_path: Path | None, limit: int |
 
     model = _load_model(model_path)
     stays, summary = load_stays(data, limit=limit)
+    stays, population = _judged_stays(model, stays, data)
     _require_labels(stays)
     report = evaluate_all(stays, score_model(model, stays))
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +199,7 @@ def evaluate_sepsis(data: Path, out: Path, model_path: Path | None, limit: int |
         "stays_read": summary.stays_read,
         "stays_scored": summary.stays_scored,
         "unscorable": summary.unscorable,
+        "judged": population,
         "results": report,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -127,13 +213,33 @@ def evaluate_sepsis(data: Path, out: Path, model_path: Path | None, limit: int |
     )
 
 
+def _judged_stays(model, stays: list, data: Path) -> tuple[list, str]:  # type: ignore[no-untyped-def]
+    """The stays an evaluation may judge: on the file the model was trained on, only the stays
+    it held out (none of which it saw); on any other data, every stay."""
+    from careloop.governance.holdout import HoldoutRule
+    from careloop.sepsis.model import fingerprint
+
+    held = model.trained.get("holdout")
+    if model.trained.get("fingerprint") != fingerprint(data):
+        return stays, "every scorable stay"
+    if not isinstance(held, dict):
+        from careloop.cli import fail
+
+        fail(
+            f"{model.version} was trained on all of {data.name}: its figures there would flatter it"
+        )
+    rule = HoldoutRule.from_dict(held)
+    return [s for s in stays if rule.held_out(s.data.stay_id)], "stays held out of training"
+
+
 @predict_group.command("sepsis")
 @_data_option
 @click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--model", "model_path", type=click.Path(path_type=Path, file_okay=False))
 def predict_sepsis(data: Path, out: Path, model_path: Path | None) -> None:
     """Write patient,hour,prob,alert for every stay-hour of DATA (alert uses rows up to that
-    hour only). Stays that cannot be scored get empty prob and alert, never a made-up score."""
+    hour only), and beside it FILE.model.json naming the model version. Stays that cannot be
+    scored get empty prob and alert, never a made-up score."""
     from careloop.cli import stdout
     from careloop.sepsis.features import stay_features
     from careloop.sepsis.grid import grid_from_timeline
@@ -162,7 +268,14 @@ def predict_sepsis(data: Path, out: Path, model_path: Path | None) -> None:
             )
             rows += stay.hours
     temporary.replace(out)
-    stdout.print(f"wrote {rows:,} stay-hours to {out}; {skipped} stays could not be scored")
+    # the version that made every prediction, beside the file (its columns stay as they are)
+    note = {"model": model.version, "data": data.name, "policy": model.policy.as_dict()}
+    out.with_name(out.name + ".model.json").write_text(json.dumps(note, indent=1) + "\n")
+    stdout.print(
+        f"wrote {rows:,} stay-hours to {out} ({model.version}); {skipped} stays could not be "
+        "scored",
+        highlight=False,
+    )
 
 
 def _load_model(model_path: Path | None):  # type: ignore[no-untyped-def]
@@ -216,4 +329,19 @@ def _attach_wearables() -> None:
     evaluate_group.add_command(evaluate_monitoring_command)
 
 
+def _attach_readmission() -> None:
+    # the readmission model lives in its own package; `train`, `evaluate` and `predict` are the
+    # one place model commands go
+    from careloop.readmission.cli import (
+        evaluate_readmission,
+        predict_readmission,
+        train_readmission,
+    )
+
+    train_group.add_command(train_readmission)
+    evaluate_group.add_command(evaluate_readmission)
+    predict_group.add_command(predict_readmission)
+
+
 _attach_wearables()
+_attach_readmission()

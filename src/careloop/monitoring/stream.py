@@ -38,6 +38,7 @@ INVALID_TOKEN = "invalid"  # `<prefix>.invalid` holds dead letters; no person ma
 REASON_HEADER = "Careloop-Invalid-Reason"
 MSG_ID_HEADER = "Nats-Msg-Id"
 FORMAT_VERSION = 1
+REDELIVERY_MARGIN = 0.25  # of ack_wait, for the server's redelivery timer to have fired
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -461,7 +462,10 @@ class JetStreamStream:
 
     async def recover(self) -> int:
         """The server redelivers due messages before new ones; we cannot know when the dead
-        consumer fetched its messages, so wait one whole ack_wait when any are pending."""
+        consumer fetched its messages, so wait one whole ack_wait when any are pending, plus a
+        margin: the server's redelivery timer fires a little after ack_wait, and a fetch that
+        beats it gets newer samples first, which can push a redelivered one past the lateness
+        window (a CI run lost one sample to late that way)."""
         from nats.js.errors import NotFoundError
 
         try:
@@ -469,7 +473,7 @@ class JetStreamStream:
         except NotFoundError:
             return 0
         if info.num_ack_pending:
-            await asyncio.sleep(self.config.ack_wait_seconds)
+            await asyncio.sleep(self.config.ack_wait_seconds * (1 + REDELIVERY_MARGIN))
         return info.num_ack_pending
 
     async def fetch(self, max_messages: int, timeout_seconds: float) -> list[Delivery]:

@@ -61,13 +61,20 @@ def age_band(age: float | None) -> str:
 
 
 def load_stays(
-    path: Path, *, limit: int | None = None, keep_grids: bool = False
+    path: Path,
+    *,
+    limit: int | None = None,
+    keep_grids: bool = False,
+    keep: Callable[[str], bool] | None = None,
 ) -> tuple[list[EvalStay], LoadSummary]:
     """Read PhysioNet stays through the reader and the timeline, skipping (and counting) stays
-    flagged invalid or insufficient: they are never scored as if they were fine."""
+    flagged invalid or insufficient: they are never scored as if they were fine. `keep`, when
+    given, picks the stays wanted by id (the rest are passed over before any work)."""
     summary = LoadSummary()
     stays: list[EvalStay] = []
     for stay in read_physionet(path, limit=limit):
+        if keep is not None and not keep(stay.stay_id):
+            continue
         summary.stays_read += 1
         if not stay.scorable:
             for kind in {p.kind for p in stay.problems if p.kind in ("invalid", "insufficient")}:

@@ -12,13 +12,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from careloop.governance.artifact import model_version
 from careloop.sepsis.features import FEATURE_NAMES, describe_feature
 from careloop.sepsis.grid import HourlyGrid
 from careloop.sepsis.policy import AlertPolicy, choose_policy
@@ -119,6 +119,7 @@ class SepsisModel:
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / MODEL_FILE))
         meta = {
+            "name": "sepsis",
             "version": self.version,
             "features": list(FEATURE_NAMES),
             "calibration": {"x": self.calibration.x, "y": self.calibration.y},
@@ -261,9 +262,8 @@ def stack(stays: Sequence[StayData]) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def version_of(data_fingerprint: str) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%d")
-    return f"sepsis-lgbm-{stamp}-{data_fingerprint[:8]}"
+def version_of(data_fingerprint: str, booster: lgb.Booster) -> str:
+    return model_version("sepsis", data_fingerprint, booster.model_to_string())
 
 
 def fingerprint(path: Path) -> str:

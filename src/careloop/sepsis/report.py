@@ -128,9 +128,17 @@ def subgroup_tables(report: Mapping[str, Mapping[str, object]] | None) -> list[s
     return lines
 
 
-def model_card(meta: Mapping[str, object], cv: Mapping[str, object] | None) -> str:
+def model_card(
+    meta: Mapping[str, object],
+    cv: Mapping[str, object] | None,
+    holdout: Mapping[str, Mapping[str, object]] | None = None,
+    fairness_markdown: str | None = None,
+) -> str:
+    """The card; `holdout` is `evaluate_all` on the stays held out of training, and
+    `fairness_markdown` the fairness section on them (`careloop.governance.model_card`)."""
     policy = meta["policy"]
     trained = meta["trained"]
+    held = trained.get("holdout")  # type: ignore[union-attr]
     lines = [
         f"# Model card: {meta['version']}",
         "",
@@ -147,6 +155,7 @@ def model_card(meta: Mapping[str, object], cv: Mapping[str, object] | None) -> s
         f"- Stays used: {trained.get('stays')} ({trained.get('septic_stays')} septic), "  # type: ignore[union-attr]
         f"{trained.get('hours')} patient-hours; stays flagged invalid or insufficient were "  # type: ignore[union-attr]
         f"left out: {json.dumps(trained.get('unscorable'))}",  # type: ignore[union-attr]
+        _holdout_line(held),
         "- Consent filter: not applicable (public de-identified research data); training from "
         "careloop's store goes through the access layer's consent filter.",
         "",
@@ -154,7 +163,8 @@ def model_card(meta: Mapping[str, object], cv: Mapping[str, object] | None) -> s
         "",
         "LightGBM gradient-boosted trees on hourly features computed from each hour's past only, "
         "isotonic calibration, explanations from tree SHAP contributions. Fitted on 80% of the "
-        "stays; early stopping, calibration and the alert threshold come from the other 20%.",
+        "training stays; early stopping, calibration and the alert threshold come from the "
+        "other 20%.",
         "",
         f"- LightGBM settings: `{json.dumps(trained.get('params'), sort_keys=True)}` "  # type: ignore[union-attr]
         f"({trained.get('rounds')} trees)",  # type: ignore[union-attr]
@@ -178,6 +188,16 @@ def model_card(meta: Mapping[str, object], cv: Mapping[str, object] | None) -> s
         ]
         lines += tuning_table(cv.get("tuning"))  # type: ignore[arg-type]
         lines += subgroup_tables(cv.get("out_of_fold"))  # type: ignore[arg-type]
+    if holdout is not None:
+        overall = {name: entry["overall"] for name, entry in holdout.items()}
+        lines += [
+            "",
+            "## Held-out stays (never used in training, tuning or calibration)",
+            "",
+            *metric_table(overall),  # type: ignore[arg-type]
+        ]
+    if fairness_markdown:
+        lines += ["", fairness_markdown.rstrip()]
     lines += [
         "",
         "## Limits",
@@ -189,3 +209,13 @@ def model_card(meta: Mapping[str, object], cv: Mapping[str, object] | None) -> s
         "- Not for children, not outside the ICU, not for diagnosing sepsis.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _holdout_line(held: object) -> str:
+    if not isinstance(held, dict):
+        return "- No stays were held out: every figure below comes from cross-validation."
+    return (
+        f"- Held out of training: {held.get('stays')} stays, chosen by a hash of the stay id "
+        f"(salt `{held.get('salt')}`, share {held.get('share')}); the held-out figures and "
+        "fairness tables below, the drift reference's comparison and the release gate use them."
+    )

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -327,4 +328,55 @@ monitoring_persons = Table(
     Column("body", LargeBinary, nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_monitoring_persons_patient", "patient_hash"),
+)
+
+# Model governance. The registry: each registered model version with its artifact's checksum and
+# what it was trained on, its state (candidate, active, retired) and every change of state. The
+# drift history: one row per drift check of a version over a window of data. None of it is
+# patient data: metrics and profiles are aggregates.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("version", String(128), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("artifact_dir", Text, nullable=False),
+    Column("artifact_sha256", String(64), nullable=False),
+    Column("data_fingerprint", String(64)),
+    Column("consent_filter", Text),
+    Column("metrics", Text, nullable=False),  # JSON
+    Column("policy", Text, nullable=False),  # JSON: the alert policy
+    Column("features", Text, nullable=False),  # JSON list of feature names
+    Column("registered_at", UtcDateTime(), nullable=False),
+    Column("registered_by", String(128), nullable=False),
+    Column("state_changed_at", UtcDateTime(), nullable=False),
+    Index("ix_model_versions_name_state", "name", "state"),
+)
+
+model_state_changes = Table(
+    "model_state_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(128), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text),
+    Column("changed_at", UtcDateTime(), nullable=False),
+    Index("ix_model_state_changes_version", "version"),
+)
+
+model_drift_runs = Table(
+    "model_drift_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("version", String(128), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("window", String(64), nullable=False),
+    Column("run_at", UtcDateTime(), nullable=False),
+    Column("status", String(8), nullable=False),  # ok | warn | alert
+    Column("metrics", Text, nullable=False),  # JSON
+    Column("breaches", Text, nullable=False),  # JSON list of readable sentences
+    Column("notified", Boolean, nullable=False),
+    Index("ix_model_drift_runs_version", "version", "run_at"),
 )
