@@ -108,3 +108,41 @@ def cli_env(tmp_path: Path, database_url: str, master_key: MasterKey) -> dict[st
 @pytest.fixture(scope="session")
 def synthea_archive() -> Path:
     return shared_data("synthea_r4/synthea_r4.tar.gz")
+
+
+# -- the web pages in a real browser (tests/ui_support.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ui_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One demo careloop served for the whole run: `careloop demo --no-serve` in a temporary
+    home, then uvicorn on a free loopback port."""
+    from ui_support import running_site
+
+    with running_site(tmp_path_factory.mktemp("ui-home")) as site:
+        yield site
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright; required in CI."""
+    from ui_support import CHROMIUM
+
+    require(CHROMIUM.exists(), f"Chromium is not installed at {CHROMIUM} (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: object) -> Iterator[object]:
+    """A fresh browser context (no cookies) at desktop size; closed after the test."""
+    from ui_support import DESKTOP
+
+    context = chromium.new_context(viewport=DESKTOP)  # type: ignore[attr-defined]
+    page = context.new_page()
+    yield page
+    context.close()

@@ -234,8 +234,11 @@ def test_the_table_keeps_duties_apart() -> None:
     assert not clinical & AUTHORIZATION[Role.ADMIN]
     assert not clinical & AUTHORIZATION[Role.DATA_SCIENTIST]
     assert AUTHORIZATION[Role.DATA_SCIENTIST] - {Permission.SESSION} == {
-        Permission.DEIDENTIFIED_EXPORT
+        Permission.DEIDENTIFIED_EXPORT,
+        Permission.MODEL_GOVERNANCE,
     }
+    # the AI committee sees models and aggregates, never a record or the trail
+    assert AUTHORIZATION[Role.AI_COMMITTEE] == {Permission.MODEL_GOVERNANCE, Permission.SESSION}
     assert Permission.AUDIT_READ in AUTHORIZATION[Role.AUDITOR]
     assert all(Permission.AUDIT_READ not in AUTHORIZATION[r] for r in Role if r is not Role.AUDITOR)
     assert Permission.PATIENT_READ not in AUTHORIZATION[Role.INTEGRATION]

@@ -203,6 +203,7 @@ def app_settings(
     from datetime import timedelta
 
     from careloop.access.consent import ConsentPolicy, DefaultPolicy
+    from careloop.governance.registry_cli import registry_root
     from careloop.web.app import AppSettings
 
     return AppSettings(
@@ -216,6 +217,7 @@ def app_settings(
         playbook_dirs=settings.playbook_dirs,
         cds_alert_budget=settings.cds_alert_budget,
         cds_cors_origins=settings.cds_cors_origins,
+        registry_root=registry_root(settings.home),
     )
 
 
@@ -309,6 +311,11 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
     print_demo_monitoring(store)
     print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True, store=store))
     if not no_serve:
+        stdout.print(
+            f"\ncareloop is ready: open http://{host}:{port}/app/ and sign in with a demo "
+            "account above (code: `careloop users demo-code <user>`)",
+            highlight=False,
+        )
         serve_store(
             store,
             host,
@@ -366,8 +373,13 @@ def print_demo_tour(
     example = next(iter(demo_patient_ids(store, 1)), "<id>")
     stdout.print(f"\nstore: {settings.redacted_database_url}", highlight=False)
     stdout.print(
-        "demo accounts (demo mode only; sign in at POST /auth/login with username, password "
-        "and the current TOTP code of the seed):",
+        f"\nOPEN {base}/app/ in a browser: the clinician worklist, the patient portal and the "
+        "governance console.",
+        highlight=False,
+    )
+    stdout.print(
+        "demo accounts (demo mode only): user name, password, and the code from "
+        "`careloop users demo-code <user>` (or an authenticator app loaded with the seed):",
         highlight=False,
     )
     for account in accounts:
@@ -375,7 +387,13 @@ def print_demo_tour(
             f"  {account.username:<18} {account.password:<32} TOTP seed {account.totp_secret}",
             highlight=False,
         )
-    stdout.print("open (after signing in):", highlight=False)
+    stdout.print(
+        "  clinician, nurse: the worklist; patient: My care (EN/ES), My data, Sharing, "
+        "Messages; ai-committee, data-scientist: models, fairness, drift, alert burden; "
+        "auditor: the same and the audit review",
+        highlight=False,
+    )
+    stdout.print("the API (after signing in, or with a bearer token):", highlight=False)
     for path in (
         "/openapi.json",
         "/fhir/metadata",

@@ -63,6 +63,7 @@ ALLOWED_PURPOSES: dict[Role, frozenset[Purpose]] = {
         {Purpose.RESEARCH, Purpose.MODEL_TRAINING, Purpose.QUALITY_IMPROVEMENT}
     ),
     Role.AUDITOR: frozenset({Purpose.OPERATIONS}),
+    Role.AI_COMMITTEE: frozenset({Purpose.OPERATIONS, Purpose.QUALITY_IMPROVEMENT}),
     Role.ADMIN: frozenset({Purpose.OPERATIONS}),
     Role.INTEGRATION: frozenset({Purpose.OPERATIONS, Purpose.TREATMENT}),
     Role.EHR: frozenset({Purpose.TREATMENT, Purpose.EMERGENCY_TREATMENT}),

@@ -47,6 +47,7 @@ DEFAULT_PURPOSE: dict[Role, Purpose] = {
     Role.PATIENT: Purpose.PATIENT_REQUEST,
     Role.DATA_SCIENTIST: Purpose.RESEARCH,
     Role.AUDITOR: Purpose.OPERATIONS,
+    Role.AI_COMMITTEE: Purpose.OPERATIONS,
     Role.ADMIN: Purpose.OPERATIONS,
     Role.INTEGRATION: Purpose.OPERATIONS,
     Role.EHR: Purpose.TREATMENT,

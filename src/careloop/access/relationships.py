@@ -22,6 +22,7 @@ MIN_REASON_LENGTH = 10
 MAX_REASON_LENGTH = 1000
 MAX_BREAK_GLASS = timedelta(hours=4)
 ERASED_REASON = "[erased with the patient's record]"
+PATIENT_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,38 @@ class CareRelationships:
                 )
             ).first()
         return row is not None
+
+    def patients_of(self, practitioner: str, at: datetime) -> list[str]:
+        """The ids of the patients `practitioner` has an active relationship with at `at`.
+
+        The table keeps patients only as blind-index hashes, so the ids are found by matching
+        each stored Patient's hash against them (the Patient resources are the only place the
+        id is kept). That reads every Patient once: linear in the store's patients, a few ms per
+        thousand. A store look-up of Patients by hash would make it linear in the answer."""
+        with self.store.engine.connect() as connection:
+            wanted = set(
+                connection.execute(
+                    select(care_relationships.c.patient_hash).where(
+                        care_relationships.c.practitioner == practitioner,
+                        care_relationships.c.since <= at,
+                        or_(care_relationships.c.until.is_(None), care_relationships.c.until > at),
+                    )
+                ).scalars()
+            )
+        found: list[str] = []
+        offset = 0
+        while wanted:
+            page = self.store.search("Patient", count=PATIENT_PAGE, offset=offset)
+            if not page.resources:
+                break
+            for item in page.resources:
+                patient_id = str(item.body.get("id", ""))
+                patient_hash = self.store.patient_hash(patient_id)
+                if patient_hash in wanted:
+                    wanted.discard(patient_hash)
+                    found.append(patient_id)
+            offset += len(page.resources)
+        return sorted(found)
 
 
 class BreakGlass:

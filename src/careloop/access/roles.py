@@ -22,6 +22,9 @@ class Role(StrEnum):
     PATIENT = "patient"  # their own record only
     DATA_SCIENTIST = "data-scientist"  # de-identified data only
     AUDITOR = "auditor"  # the audit trail, no clinical content
+    # the hospital's AI committee: models, their cards, fairness, drift and alert burden, all
+    # aggregate; no patient's record
+    AI_COMMITTEE = "ai-committee"
     ADMIN = "admin"  # configuration, no patient data
     # a system client that feeds data in (EHR interface engine, device gateway); reads nothing
     INTEGRATION = "integration"
@@ -46,6 +49,9 @@ class Permission(StrEnum):
     ERASURE_EXECUTE = "erasure-execute"  # crypto-shred a patient, run retention
     DEIDENTIFIED_EXPORT = "deidentified-export"
     AUDIT_READ = "audit-read"  # verify and review the audit trail
+    # the governance console: registry, model cards, fairness, drift, alert-burden and override
+    # analytics; aggregates only, never one patient's data
+    MODEL_GOVERNANCE = "model-governance"
     ACCESS_ADMIN = "access-admin"  # users, clients, care relationships
     SESSION = "session"  # any signed-in person: who am I, log out
     # CDS Hooks calls: only an EHR's signed CDS Hooks JWT opens them, never a bearer token or a
@@ -78,8 +84,13 @@ AUTHORIZATION: dict[Role, frozenset[Permission]] = {
             Permission.ERASURE_REQUEST,
         }
     ),
-    Role.DATA_SCIENTIST: frozenset({Permission.DEIDENTIFIED_EXPORT, Permission.SESSION}),
-    Role.AUDITOR: frozenset({Permission.AUDIT_READ, Permission.SESSION}),
+    Role.DATA_SCIENTIST: frozenset(
+        {Permission.DEIDENTIFIED_EXPORT, Permission.MODEL_GOVERNANCE, Permission.SESSION}
+    ),
+    Role.AUDITOR: frozenset(
+        {Permission.AUDIT_READ, Permission.MODEL_GOVERNANCE, Permission.SESSION}
+    ),
+    Role.AI_COMMITTEE: frozenset({Permission.MODEL_GOVERNANCE, Permission.SESSION}),
     Role.ADMIN: frozenset(
         {Permission.ACCESS_ADMIN, Permission.ERASURE_EXECUTE, Permission.SESSION}
     ),

@@ -49,6 +49,22 @@ def users_add(username: str, role: str, fhir_user: str | None, password_stdin: b
     console.print(f"  URI:    {enrolled.provisioning_uri}", highlight=False)
 
 
+@users_group.command("demo-code")
+@click.argument("username")
+def users_demo_code(username: str) -> None:
+    """DEMO ONLY: the current sign-in code of a demo account (`careloop demo` made them; their
+    authenticator secrets derive from a public seed, which is why this can print them)."""
+    from datetime import UTC, datetime
+
+    from careloop.identity import totp
+    from careloop.identity.users import demo_totp_secret
+
+    moment = datetime.now(UTC)
+    seconds_left = 30 - int(moment.timestamp()) % 30
+    code = totp.code_at(demo_totp_secret(username), moment)
+    out().print(f"{code}  (valid for {seconds_left} s more; demo accounts only)", highlight=False)
+
+
 @users_group.command("list")
 def users_list() -> None:
     """List users (no secrets)."""

@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +51,9 @@ from careloop.web.oversight_routes import build_oversight_router
 from careloop.web.responses import FHIR_JSON, FhirJSONResponse
 from careloop.web.rights_routes import build_rights_router
 from careloop.web.sepsis_routes import build_sepsis_router
+from careloop.web.ui.framework import UI_PREFIX, UiError, error_page
+from careloop.web.ui.pages import include_pages
+from careloop.web.ui.services import UiServices
 
 logger = logging.getLogger("careloop.web")
 
@@ -80,6 +84,7 @@ class AppSettings:
     cds_alert_budget: int = 6
     cds_repeat_after: timedelta = timedelta(hours=4)
     cds_cors_origins: tuple[str, ...] = ("*",)
+    registry_root: Path | None = None  # the model registry's artifacts (the governance console)
 
 
 def create_app(store: ResourceStore, settings: AppSettings | None = None) -> FastAPI:
@@ -122,11 +127,10 @@ def create_app(store: ResourceStore, settings: AppSettings | None = None) -> Fas
         return {"status": "ok"}
 
     app.include_router(build_router(service))
+    login_limiter = RateLimiter(settings.login_burst, settings.login_per_second)
     app.include_router(
         build_auth_router(
-            security,
-            RateLimiter(settings.login_burst, settings.login_per_second),
-            RateLimiter(settings.token_burst, settings.token_per_second),
+            security, login_limiter, RateLimiter(settings.token_burst, settings.token_per_second)
         )
     )
     app.include_router(build_rights_router(service))
@@ -134,7 +138,21 @@ def create_app(store: ResourceStore, settings: AppSettings | None = None) -> Fas
     model = SepsisModel.load(settings.sepsis_model) if settings.sepsis_model else None
     app.include_router(build_sepsis_router(security, model))
     app.include_router(build_monitoring_router(security))
-    _include_cds(app, store, security, settings, model)
+    engine, feedback = _include_cds(app, store, security, settings, model)
+    include_pages(
+        app,
+        UiServices(
+            store=store,
+            security=security,
+            fhir=service,
+            cds=engine,
+            feedback=feedback,
+            login_limiter=login_limiter,
+            registry_root=settings.registry_root,
+            sepsis_model_dir=settings.sepsis_model,
+            demo=settings.plain_http_allowed,  # plain HTTP is allowed in demo mode only
+        ),
+    )
     app.add_exception_handler(FhirError, _fhir_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -170,7 +188,7 @@ def _include_cds(
     security: WebSecurity,
     settings: AppSettings,
     model: SepsisModel | None,
-) -> None:
+) -> tuple[CdsEngine, FeedbackBook]:
     engine = cds_engine(store, security.access, settings, model)
     verifier = CdsJwtVerifier(store, CdsClientRegistry(store))
     feedback = FeedbackBook(store, security.access)
@@ -179,6 +197,7 @@ def _include_cds(
     text = card.read_text(encoding="utf-8") if card and card.exists() else None
     knowledge = knowledge_page(engine.playbooks, engine.safety)
     app.include_router(build_model_card_router(text, knowledge))
+    return engine, feedback
 
 
 async def _fhir_error(_request: Request, exc: Exception) -> FhirJSONResponse:
@@ -186,9 +205,13 @@ async def _fhir_error(_request: Request, exc: Exception) -> FhirJSONResponse:
     return exc.response()
 
 
-async def _http_error(request: Request, exc: Exception) -> FhirJSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (no such route, method not allowed) as OperationOutcomes."""
     assert isinstance(exc, StarletteHTTPException)
+    if request.url.path.startswith(UI_PREFIX + "/"):  # a person's browser: a page, not JSON
+        title = "Not found" if exc.status_code == 404 else "Not available"
+        message = "There is no such page." if exc.status_code == 404 else "That did not work."
+        return error_page(request, UiError(exc.status_code, title, message))
     code = _HTTP_ISSUE_CODES.get(exc.status_code, "processing")
     # the path is not repeated: it can hold a patient's id
     message = f"{request.method}: {exc.detail}"

@@ -32,7 +32,7 @@ from careloop.web.body import FORM_TYPES, read_limited, require_content_type
 from careloop.web.outcomes import FhirError
 
 MAX_AUTH_FORM_BYTES = 16 * 1024
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 TOKEN_SCOPES = "system/*.cruds system/*.rs system/Observation.rs"
@@ -80,11 +80,11 @@ def build_auth_router(
         try:
             issued = await run_in_threadpool(security.tokens.issue, form)
         except AuthenticationError as exc:
-            _audit_attempt(security, request, AuditAction.TOKEN, _client_of(form), False, exc)
+            audit_sign_in(security, request, AuditAction.TOKEN, _client_of(form), False, exc)
             status = exc.status if exc.status in (400, 401) else 400
             body = {"error": getattr(exc, "code", "invalid_request"), "error_description": str(exc)}
             return JSONResponse(body, status_code=status, headers=NO_STORE)
-        _audit_attempt(security, request, AuditAction.TOKEN, _client_of(form), True)
+        audit_sign_in(security, request, AuditAction.TOKEN, _client_of(form), True)
         return JSONResponse(
             {
                 "access_token": issued.access_token,
@@ -108,17 +108,17 @@ def build_auth_router(
         _limit(login_limiter, address)
         form = await _form(request)
         username = form.get("username", "")
-        if _USERNAME.match(username):
+        if USERNAME_PATTERN.match(username):
             _limit(login_limiter, f"user:{username}")
         try:
             principal = await run_in_threadpool(
                 security.users.login, username, form.get("password", ""), form.get("code", "")
             )
         except AuthenticationError as exc:
-            _audit_attempt(security, request, AuditAction.LOGIN, _safe_name(username), False, exc)
+            audit_sign_in(security, request, AuditAction.LOGIN, _safe_name(username), False, exc)
             raise FhirError.of(401, "login", str(exc)) from None
         session = await run_in_threadpool(security.sessions.start, principal)
-        _audit_attempt(
+        audit_sign_in(
             security, request, AuditAction.LOGIN, principal.subject, True, role=principal.role
         )
         response = JSONResponse(
@@ -207,10 +207,10 @@ def _client_of(form: dict[str, str]) -> str:
 
 
 def _safe_name(username: str) -> str:
-    return username if _USERNAME.match(username) else "unknown-user"
+    return username if USERNAME_PATTERN.match(username) else "unknown-user"
 
 
-def _audit_attempt(
+def audit_sign_in(
     security: WebSecurity,
     request: Request,
     action: AuditAction,
