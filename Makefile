@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.monitoring
 	$(BIN)/python -m bench.monitoring_quality
 	$(BIN)/python -m bench.governance
+	$(BIN)/python -m bench.worklist
 
 # Re-resolve the lock after changing dependencies in pyproject.toml.
 lock: $(STAMP)

@@ -22,6 +22,7 @@ from careloop.governance import drift_cli
 from careloop.governance.adapters import SHIPPED_MODELS
 from careloop.governance.console_data import (
     FEWER_THAN_SMALL,
+    NO_MODEL,
     WITHHELD,
     Period,
     PeriodError,
@@ -42,7 +43,7 @@ from careloop.governance.registry_cli import registry_root
 from careloop.store.crypto import MasterKey
 from careloop.store.repository import ResourceStore
 from conftest import shared_data
-from test_cds_ledger import SERVICE
+from test_cds_ledger import MODEL, SERVICE
 from test_cds_overrides import ORDER_SIGN, build_ledger
 
 READMISSION = SHIPPED_MODELS / "readmission"
@@ -355,6 +356,10 @@ def test_alert_burden_and_overrides_from_the_ledger(store: ResourceStore) -> Non
         "8", "6", "2", "4"
     )  # fmt: skip
     assert burden.reasons == (("not-septic", 2), ("already-treated", 1))
+    models = {line.label: line for line in burden.models}
+    assert list(models) == [MODEL, NO_MODEL]  # the cards without a model come last
+    assert (models[MODEL].shown, models[MODEL].override_rate) == ("5", "75%")
+    assert models[NO_MODEL].shown == "3"  # the AKI playbook and the interaction
     units = {line.label: line for line in burden.units}
     assert list(units) == ["ICU-3", "Ward-7", "unit not recorded"]
     assert units["ICU-3"].shown == "5"  # five cards: shown

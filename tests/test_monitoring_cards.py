@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from fhir.resources.R4B import get_fhir_model_class
+from sqlalchemy import select
 
 from api_clients import BASE_URL, auth, bearer_token, practitioner_for
 from careloop.access.roles import Role
@@ -312,6 +313,14 @@ def test_the_card_is_rationed_by_the_alert_budget(
     cards = [card for answer in open_chart_twice(cds, ehr, person) for card in answer]
     assert [card["indicator"] for card in cards] == ["warning", "info"]
     assert "Already raised" in cards[1]["detail"]
+    # the ledger keeps what the budget did, for the alert-burden analytics
+    with store.engine.connect() as connection:
+        kept = connection.execute(
+            select(cds_cards.c.indicator, cds_cards.c.demoted_from)
+            .where(cds_cards.c.card_uuid.in_([card["uuid"] for card in cards]))
+            .order_by(cds_cards.c.created_at)
+        ).all()
+    assert [tuple(row) for row in kept] == [("warning", None), ("info", "warning")]
 
 
 def test_an_urgent_alert_is_critical_and_like_any_card_not_repeated_within_hours(

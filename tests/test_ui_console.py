@@ -75,7 +75,7 @@ def test_committee_reads_alert_burden_and_overrides(ui_site, browser_page) -> No
     text = page.inner_text("main")
     assert "careloop-patient-view" in text  # the demo's patient-view cards
     assert "playbook:diabetes-hba1c-follow-up" in text
-    assert "the demotion itself is not kept" in text
+    assert "the budget demoted" in text
     assert page.get_by_role("img", name="Cards per day").count() == 1
     assert accessibility_violations(page) == []
     screenshot(page, "console-alerts")

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
-from ui_support import PHONE, accessibility_violations, external_requests, screenshot
 
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import Purpose
@@ -16,6 +15,7 @@ from careloop.access.roles import Role
 from careloop.audit.log import AuditLog
 from careloop.cli_rights import local_context, local_principal
 from careloop.store.schema import web_sessions
+from ui_support import PHONE, accessibility_violations, external_requests, screenshot
 
 LANDING = {
     "nurse": "/app/worklist",

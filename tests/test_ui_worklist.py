@@ -13,32 +13,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import orjson
 import pytest
-from ui_support import PHONE, accessibility_violations, screenshot
 
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Role
-from careloop.ingest import Ingestor
-from careloop.worklist.demo import deteriorating_patient
+from careloop.worklist.demo import add_deteriorating_patient
 from careloop.worklist.rows import SNOOZED_UNTIL
 from careloop.worklist.snapshot import SEPSIS_REVIEW_TOKEN, refresh_all
+from ui_support import PHONE, accessibility_violations, screenshot
 
 ROOT = Path(__file__).resolve().parents[1]
 NURSE = "Practitioner/demo-nurse"
-
-
-def _ingest(store, resources: list[dict]) -> None:  # noqa: ANN001
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources
-        ],
-    }
-    Ingestor(store).ingest_document(orjson.dumps(bundle), "test-worklist")
 
 
 def _name(patient: dict) -> str:
@@ -52,14 +38,11 @@ def alerts(ui_site):  # noqa: ANN001, ANN201
     store = ui_site.store
     access = AccessLayer(store)
     names = {}
-    for seed in (12, 13):
-        resources = deteriorating_patient(seed=seed)
-        _ingest(store, resources)
-        patient = next(r for r in resources if r["resourceType"] == "Patient")
-        access.relationships.assign(NURSE, patient["id"])
-        names[patient["id"]] = _name(patient)
+    for seed in (13, 14):  # not 12, the default, which `careloop demo` may add itself
+        patient_id = add_deteriorating_patient(store, [NURSE], seed=seed)
+        names[patient_id] = _name(store.read("Patient", patient_id).body)
     monitor = Principal("local:test-worklist", "local", Role.MONITOR)
-    report = refresh_all(
+    refresh_all(
         store,
         ROOT / "models" / "sepsis",
         monitor,
@@ -68,7 +51,6 @@ def alerts(ui_site):  # noqa: ANN001, ANN201
     )
     for patient_id in names:
         assert store.search("Task", patient_id=patient_id, codes=[SEPSIS_REVIEW_TOKEN]).total == 1
-    assert report.tasks_opened >= 2
     return names
 
 
@@ -117,9 +99,9 @@ def test_nurse_acknowledges_a_sepsis_alert_on_the_ranked_worklist(
     names = page.locator("table.worklist tbody tr td:first-child").all_inner_texts()
     other_name = [name for pid, name in alerts.items() if pid != first_id][0]
     assert names.index(other_name) < names.index(first_name)
-    task = ui_site.store.search(
-        "Task", patient_id=first_id, codes=[SEPSIS_REVIEW_TOKEN]
-    ).resources[0]
+    task = ui_site.store.search("Task", patient_id=first_id, codes=[SEPSIS_REVIEW_TOKEN]).resources[
+        0
+    ]
     assert task.body["status"] == "accepted"
     assert task.body["owner"]["identifier"]["value"] == NURSE
     assert task.body["executionPeriod"]["start"]

@@ -24,7 +24,7 @@ from careloop.sepsis.scoring import RiskScore
 from careloop.store.crypto import MasterKey
 from careloop.store.repository import ResourceStore, StoredResource
 from careloop.synth import write_population
-from careloop.worklist.demo import deteriorating_patient
+from careloop.worklist.demo import add_deteriorating_patient, deteriorating_patient
 from careloop.worklist.rows import (
     AlertState,
     build_row,
@@ -247,7 +247,14 @@ def test_rows_rank_unacknowledged_alerts_first_then_by_risk() -> None:
             row("newhigh", 0.20, [_task("t3", "requested")]),
         ]
     )
-    assert [r.patient_id for r in rows] == ["newhigh", "newlow", "high", "acked", "calm", "unscored"]
+    assert [r.patient_id for r in rows] == [
+        "newhigh",
+        "newlow",
+        "high",
+        "acked",
+        "calm",
+        "unscored",
+    ]
     acked = rows[3]
     assert acked.state is AlertState.ACKNOWLEDGED
     assert acked.last_acknowledged == datetime(2026, 11, 22, 11, 30, tzinfo=UTC)
@@ -317,6 +324,9 @@ def test_patients_of_lists_only_active_relationships(ward) -> None:
     access.relationships.assign("Practitioner/other", ids[1])
     assert access.relationships.patients_of("Practitioner/other", NOW) == [ids[1]]
     assert access.relationships.patients_of("Practitioner/nobody", NOW) == []
+    # a patient loaded after the ids were first resolved is found too
+    newcomer = add_deteriorating_patient(store, ["Practitioner/other"], seed=15)
+    assert access.relationships.patients_of("Practitioner/other", NOW) == sorted([ids[1], newcomer])
     assert load_worklist(access, NURSE.__class__("x", "user", Role.NURSE), TREAT, NOW).rows == []
 
 
@@ -329,6 +339,11 @@ def test_build_rows_marks_a_withheld_snapshot_only_when_one_was_read() -> None:
     assert by_id["a"].withheld and by_id["a"].no_score is None
     assert not by_id["b"].withheld and by_id["b"].no_score == "not scored yet"
     assert by_id["b"].name == "Name withheld by consent"
+    # a sepsis review Task quotes the risk: its text goes with a withheld snapshot
+    task = _task("t", "requested", description="Sepsis risk 9.0%, an alert since ...")
+    withheld = build_row("a", None, None, [task], risk_withheld=True, now=NOW)
+    shown = build_row("a", None, None, [task], risk_withheld=False, now=NOW)
+    assert withheld.alerts[0].text == "" and "9.0%" in shown.alerts[0].text
 
 
 def test_sparkline_is_an_escaped_named_image_that_breaks_at_gaps() -> None:
@@ -348,3 +363,45 @@ def test_sparkline_is_an_escaped_named_image_that_breaks_at_gaps() -> None:
     assert all(0 <= float(c) <= 120 for c in coords)
     empty = ET.fromstring(str(sparkline([], label="Nothing")))
     assert "no values" in empty.find(f"{ns}title").text
+
+
+def test_acknowledge_and_snooze_rewrite_the_task_as_the_monitoring_worker_reads_it() -> None:
+    from careloop.monitoring.worker import ACKNOWLEDGING, _owner
+    from careloop.web.ui.framework import UiCaller
+    from careloop.web.ui.worklist_pages import acknowledged_task, snoozed_task
+    from careloop.worklist.rows import acknowledged_at
+    from careloop.worklist.snapshot import review_task
+
+    risk = _risk([0, 1])
+    stored = {
+        **review_task(risk, risk.start + HOUR, NOW - timedelta(hours=1)),
+        "meta": {"versionId": "3", "lastUpdated": "2026-11-22T11:00:00Z"},
+    }
+    caller = UiCaller(NURSE, TREAT, csrf="x", lang="en")
+    acked = acknowledged_task(stored, caller, NOW)
+    assert structural_errors(acked) == [] and "meta" not in acked
+    assert acked["status"] in ACKNOWLEDGING and _owner(acked) == NURSE.subject
+    assert acked["owner"]["identifier"]["value"] == NURSE.fhir_user
+    assert acknowledged_at(acked) == NOW and task_state(acked, NOW) is AlertState.ACKNOWLEDGED
+    assert acked["note"][-1]["authorString"] == NURSE.subject
+    snoozed = snoozed_task(acked, caller, NOW, 4)
+    again = snoozed_task(snoozed, caller, NOW + timedelta(hours=1), 1)
+    assert structural_errors(again) == []
+    assert task_state(snoozed, NOW + timedelta(hours=3)) is AlertState.SNOOZED
+    assert task_state(snoozed, NOW + timedelta(hours=4)) is AlertState.NEW
+    assert len(again["extension"]) == 1 and len(again["note"]) == 3  # one snooze time, kept notes
+
+
+def test_refresh_command_scores_the_store_and_opens_the_alert(store, cli_env) -> None:
+    from click.testing import CliRunner
+
+    from careloop.worklist.cli import worklist_group
+
+    ingest_resources(store, deteriorating_patient())
+    result = CliRunner().invoke(
+        worklist_group, ["refresh", "--model", str(MODEL_DIR)], env=cli_env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 patients: 1 scored" in result.output and "1 review Tasks opened" in result.output
+    assert store.search("RiskAssessment", codes=[SNAPSHOT_TOKEN]).total == 1
+    assert store.search("Task", codes=[SEPSIS_REVIEW_TOKEN]).total == 1

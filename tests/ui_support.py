@@ -82,7 +82,10 @@ class UiSite:
             while True:
                 now = datetime.now(UTC)
                 current = totp.step_at(now)
-                step = max(self._last_step.get(username, 0) + 1, current - 1)
+                # the previous step's code only early in this step: late in it, the clock may
+                # move on before the server checks, leaving that code two steps behind
+                lowest = current - 1 if now.timestamp() % 30 < 20 else current
+                step = max(self._last_step.get(username, 0) + 1, lowest)
                 if step <= current + 1:
                     self._last_step[username] = step
                     return totp.code_at(secret, datetime.fromtimestamp(step * 30, UTC))

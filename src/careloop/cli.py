@@ -309,6 +309,7 @@ def demo(patients: int, host: str, port: int, no_serve: bool, paths: tuple[Path,
     print_demo_models(store, settings)
     print_demo_risks(store)
     print_demo_monitoring(store)
+    print_demo_worklist(store, settings, accounts)
     print_demo_cards(store, app_settings(settings, f"http://{host}:{port}", demo=True, store=store))
     if not no_serve:
         stdout.print(
@@ -496,6 +497,25 @@ def print_demo_monitoring(store: ResourceStore) -> None:
         stdout.print(f"  {text}", highlight=False, markup=False)
 
 
+def print_demo_worklist(
+    store: ResourceStore, settings: Settings, accounts: list[DemoAccount]
+) -> None:
+    """The care team's worklist: every demo patient's risk snapshot, and one synthetic patient
+    deteriorating now, so the worklist has a live alert to acknowledge (the synthetic stays
+    are all complete)."""
+    from careloop.worklist.demo import demo_worklist
+
+    model = serving_sepsis_model(settings, store)
+    if model is None:
+        return
+    team = [
+        account.fhir_user
+        for account in accounts
+        if account.fhir_user and account.fhir_user.startswith("Practitioner/")
+    ]
+    stdout.print(f"worklist: {demo_worklist(store, model, team).summary()}", highlight=False)
+
+
 def demo_patient_ids(store: ResourceStore, count: int) -> list[str]:
     """The first demo patients, read as the local clinician through the access layer (so the
     demo's own look-ups are consent-checked and audited like any other read)."""
@@ -617,9 +637,11 @@ def _register_subcommands() -> None:
     from careloop.governance.registry_cli import models_group
     from careloop.identity.cli import clients_group, users_group
     from careloop.monitoring.worker_cli import monitor_group  # with run and publish attached
+    from careloop.worklist.cli import worklist_group
 
     report_group.add_command(model_report_command)  # `careloop report model`
     for command in (
+        worklist_group,
         audit_group,
         users_group,
         clients_group,

@@ -23,6 +23,7 @@ MAX_REASON_LENGTH = 1000
 MAX_BREAK_GLASS = timedelta(hours=4)
 ERASED_REASON = "[erased with the patient's record]"
 PATIENT_PAGE = 1000
+KNOWN_PATIENT_IDS = 200_000  # hash -> id pairs kept by patients_of (about 30 MB)
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,11 @@ class CareRelationships:
     def patients_of(self, practitioner: str, at: datetime) -> list[str]:
         """The ids of the patients `practitioner` has an active relationship with at `at`.
 
-        The table keeps patients only as blind-index hashes, so the ids are found by matching
-        each stored Patient's hash against them (the Patient resources are the only place the
-        id is kept). That reads every Patient once: linear in the store's patients, a few ms per
-        thousand. A store look-up of Patients by hash would make it linear in the answer."""
+        The table keeps patients only as blind-index hashes, so an id is found by matching the
+        hash of each stored Patient's id (the Patient resources are the only place ids are
+        kept): a scan of every Patient, once. What it learns is kept (a hash always belongs to
+        the same id), so later calls read only the relationships, unless a new patient turns
+        up. An erased patient has no relationships left (`forget`) and is never returned."""
         with self.store.engine.connect() as connection:
             wanted = set(
                 connection.execute(
@@ -96,20 +98,29 @@ class CareRelationships:
                     )
                 ).scalars()
             )
-        found: list[str] = []
+        known = self._patient_ids()
+        missing = wanted - known.keys()
         offset = 0
-        while wanted:
+        while missing:
             page = self.store.search("Patient", count=PATIENT_PAGE, offset=offset)
             if not page.resources:
                 break
             for item in page.resources:
                 patient_id = str(item.body.get("id", ""))
                 patient_hash = self.store.patient_hash(patient_id)
-                if patient_hash in wanted:
-                    wanted.discard(patient_hash)
-                    found.append(patient_id)
+                if len(known) < KNOWN_PATIENT_IDS or patient_hash in missing:
+                    known[patient_hash] = patient_id
+                missing.discard(patient_hash)
             offset += len(page.resources)
-        return sorted(found)
+        return sorted(known[h] for h in wanted if h in known)
+
+    def _patient_ids(self) -> dict[str, str]:
+        """Patient hash -> id, as learnt by `patients_of` (bounded by KNOWN_PATIENT_IDS)."""
+        known: dict[str, str] | None = getattr(self, "_known_patient_ids", None)
+        if known is None or len(known) > 2 * KNOWN_PATIENT_IDS:
+            known = {}
+            self._known_patient_ids = known
+        return known
 
 
 class BreakGlass:

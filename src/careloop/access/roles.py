@@ -46,6 +46,7 @@ class Permission(StrEnum):
     AMENDMENT_REQUEST = "amendment-request"
     CONSENT_MANAGE = "consent-manage"  # record or change a patient's Consent
     ERASURE_REQUEST = "erasure-request"
+    MESSAGE_SEND = "message-send"  # a patient writes to their care team (a Communication)
     ERASURE_EXECUTE = "erasure-execute"  # crypto-shred a patient, run retention
     DEIDENTIFIED_EXPORT = "deidentified-export"
     AUDIT_READ = "audit-read"  # verify and review the audit trail
@@ -82,6 +83,7 @@ AUTHORIZATION: dict[Role, frozenset[Permission]] = {
             Permission.AMENDMENT_REQUEST,
             Permission.CONSENT_MANAGE,
             Permission.ERASURE_REQUEST,
+            Permission.MESSAGE_SEND,
         }
     ),
     Role.DATA_SCIENTIST: frozenset(

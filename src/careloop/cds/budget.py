@@ -70,6 +70,7 @@ class AlertBudget:
 
 def _demote(issued: IssuedCard, why: str) -> None:
     card = issued.card
+    issued.demoted_from = issued.demoted_from or card["indicator"]
     card["detail"] = (
         f"_{why} Severity on its own: {card['indicator']}._\n\n{card.get('detail', '')}"
     )

@@ -91,6 +91,7 @@ class IssuedCard:
     # the monitoring worker): the ledger points at it and adds only the Provenance, so a call
     # never rewrites it with the copy it read
     record_stored: bool = False
+    demoted_from: str | None = None  # the indicator before the alert budget demoted the card
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,7 @@ def _prepare(
         "service_id": call.service_id,
         "card_key": issued.key,
         "indicator": indicator,
+        "demoted_from": issued.demoted_from,
         "model_version": issued.model_version,
         "playbook": issued.playbook,
         "unit": call.unit,

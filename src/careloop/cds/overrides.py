@@ -174,7 +174,7 @@ def _human_cells(row: OverrideRow) -> list[str]:
 
 
 @dataclass
-class _CardFacts:
+class CardFacts:
     """One card as the report sees it."""
 
     group: tuple[str | None, ...]
@@ -197,12 +197,12 @@ def override_report(
     with store.engine.connect() as connection:
         cards = _cards(connection, dimensions, since)
         _apply_feedback(connection, cards, since)
-    groups: dict[tuple[str | None, ...], list[_CardFacts]] = defaultdict(list)
+    groups: dict[tuple[str | None, ...], list[CardFacts]] = defaultdict(list)
     for facts in cards.values():
         groups[facts.group].append(facts)
-    rows = tuple(_row(group, groups[group]) for group in sorted(groups, key=_group_order))
+    rows = tuple(outcome_row(group, groups[group]) for group in sorted(groups, key=_group_order))
     return OverrideReport(
-        by=dimensions, since=since, rows=rows, total=_row((), list(cards.values()))
+        by=dimensions, since=since, rows=rows, total=outcome_row((), list(cards.values()))
     )
 
 
@@ -221,19 +221,19 @@ def check_dimensions(by: Sequence[str]) -> tuple[str, ...]:
 
 def _cards(
     connection: Connection, dimensions: tuple[str, ...], since: datetime | None
-) -> dict[str, _CardFacts]:
+) -> dict[str, CardFacts]:
     columns = [DIMENSIONS[name] for name in dimensions]
     query = select(cds_cards.c.card_uuid, cds_cards.c.suggestion_ids, *columns)
     if since is not None:
         query = query.where(cds_cards.c.created_at >= since)
     return {
-        row[0]: _CardFacts(group=tuple(row[2:]), offered=len(orjson.loads(row[1])))
+        row[0]: CardFacts(group=tuple(row[2:]), offered=len(orjson.loads(row[1])))
         for row in connection.execute(query)
     }
 
 
 def _apply_feedback(
-    connection: Connection, cards: dict[str, _CardFacts], since: datetime | None
+    connection: Connection, cards: dict[str, CardFacts], since: datetime | None
 ) -> None:
     query = select(
         cds_feedback.c.card_uuid,
@@ -251,7 +251,7 @@ def _apply_feedback(
             facts.outcome, facts.outcome_at, facts.reason = outcome, at, reason
 
 
-def _row(group: tuple[str | None, ...], cards: list[_CardFacts]) -> OverrideRow:
+def outcome_row(group: tuple[str | None, ...], cards: list[CardFacts]) -> OverrideRow:
     answered = [facts for facts in cards if facts.outcome is not None]
     overridden = [facts for facts in answered if facts.outcome == "overridden"]
     reasons = Counter(facts.reason for facts in overridden if facts.reason is not None)

@@ -39,7 +39,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 
 from careloop.audit.log import AuditLog
-from careloop.cds.overrides import OverrideRow, _CardFacts, _row
+from careloop.cds.overrides import CardFacts, OverrideRow, outcome_row
 from careloop.governance.drift import DriftHistory, DriftResult, DriftThresholds
 from careloop.governance.fairness import Estimate, estimate_text
 from careloop.governance.model_card import FAIRNESS_FILE
@@ -321,26 +321,8 @@ def _history_line(change: StateChange) -> HistoryLine:
     )
 
 
-def model_auroc(metrics: dict[str, Any]) -> float | None:
-    """The model's own headline AUROC: from the "model" part of the metrics where there is one
-    (the registry's `headline_auroc` takes the first found, which can be a baseline's: the
-    readmission metrics hold "lace" before "model"), else the first found."""
-    level: list[object] = [metrics]
-    for _depth in range(3):
-        following: list[object] = []
-        for node in level:
-            if isinstance(node, dict):
-                if isinstance(node.get("model"), dict):
-                    found = headline_auroc(node["model"])
-                    if found is not None:
-                        return found
-                following.extend(node.values())
-        level = following
-    return headline_auroc(metrics)
-
-
 def version_summary(model: RegisteredModel, history: Iterable[StateChange]) -> VersionSummary:
-    auroc = model_auroc(model.metrics)
+    auroc = headline_auroc(model.metrics)
     return VersionSummary(
         version=model.version,
         name=model.name,
@@ -416,7 +398,7 @@ def metric_rows(metrics: dict[str, Any], limit: int = 120) -> list[MetricRow]:
                 mean, std = value.get("mean"), value.get("std")
                 spread = ""
                 if isinstance(std, int | float):
-                    spread = f"± {number_text(std)} sd over folds"
+                    spread = f"± {_metric_value(std)} sd over folds"
                 rows.append(MetricRow(_metric_name(here), _metric_value(mean), spread))
             elif isinstance(value, dict) and len(here) < 4:
                 walk(value, here)
@@ -436,6 +418,8 @@ def _metric_value(value: object) -> str:
         return "–"
     if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 100):
         return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
     return number_text(float(value))
 
 
@@ -603,8 +587,7 @@ class DriftRow:
     rows: str
     top_inputs: str  # "number_inpatient 0.31; num_medications 0.04"
     risk_psi: str
-    alert_rate: str
-    alert_rate_change: str
+    alert_rate: str  # "0.224 (reference 0.200, +12%)"
     auroc: str
     breaches: str
 
@@ -640,9 +623,11 @@ def _drift_row(run: DriftResult) -> DriftRow:
         top_inputs=_top_inputs(run.feature_psi),
         risk_psi=number_text(run.risk_psi),
         alert_rate=(
-            f"{number_text(run.alert_rate)} (reference {number_text(run.reference_alert_rate)})"
+            f"{number_text(run.alert_rate)} "
+            f"(reference {number_text(run.reference_alert_rate)}"
+            + ("" if change is None else f", {change:+.0%}")
+            + ")"
         ),
-        alert_rate_change="–" if change is None else f"{change:+.0%}",
         auroc=auroc,
         breaches="; ".join(short_text(b, 200) for b in run.breaches) or "none",
     )
@@ -703,8 +688,7 @@ def drift_chart(runs: Sequence[DriftResult], thresholds: DriftThresholds | None 
         parts.append(
             f'<line x1="{left}" y1="{y(value):.1f}" x2="{left + plot_w}" y2="{y(value):.1f}" '
             f'stroke="#7a4b00" stroke-width="1" stroke-dasharray="{dash}"/>'
-            f'<text x="{left + plot_w - 4}" y="{y(value) - 3:.1f}" text-anchor="end">'
-            f"{_svg_text(name)} {value:g}</text>"
+            f'<text x="{left + 4}" y="{y(value) - 3:.1f}">{_svg_text(name)} {value:g}</text>'
         )
     for label in (0.0, ceiling / 2, ceiling):
         parts.append(
@@ -724,10 +708,14 @@ def drift_chart(runs: Sequence[DriftResult], thresholds: DriftThresholds | None 
             'fill="#ffffff" stroke="#0b4f8a" stroke-width="2"/>'
         )
     for i, run in enumerate(runs):
-        if len(runs) <= 8 or i in (0, len(runs) - 1):
+        if len(runs) <= 6 or i in (0, len(runs) - 1):
+            anchor = "start" if i == 0 else "end" if i == len(runs) - 1 else "middle"
+            if len(runs) == 1:
+                anchor = "middle"
+            label = f"{run.run_at.strftime('%m-%d')} {run.window.split(' ')[0]}"
             parts.append(
-                f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 16}" text-anchor="middle">'
-                f"{_svg_text(run.run_at.strftime('%m-%d %H:%M'))}</text>"
+                f'<text x="{x(i):.1f}" y="{top_pad + plot_h + 16}" text-anchor="{anchor}">'
+                f"{_svg_text(label)}</text>"
             )
     parts.append(
         f'<text x="{left}" y="{height - 6}">● predicted-risk PSI   □ largest input PSI (dashed)'
@@ -910,13 +898,21 @@ class AlertBurden:
     calls: int
     patient_days: int
     interruptive: int
+    # cards the alert budget demoted to info, by the indicator they had before (recorded from
+    # migration 0006 on; older cards count as not demoted)
+    demoted: tuple[tuple[str, int], ...]
     burden: tuple[BurdenRow, ...]
     kinds: tuple[OutcomeLine, ...]
+    models: tuple[OutcomeLine, ...]  # by the model version that made the card
     units: tuple[OutcomeLine, ...]
     reasons: tuple[tuple[str, int], ...]  # every override reason code, with its count
     total: OutcomeLine
     daily: tuple[DayCount, ...]
     chart: Markup | None
+
+
+NO_UNIT = "unit not recorded"
+NO_MODEL = "no model (rules and playbooks)"
 
 
 def card_kind(key: str) -> str:
@@ -961,9 +957,11 @@ def alert_burden(store: ResourceStore, period: Period) -> AlertBurden:
                 cds_cards.c.indicator,
                 cds_cards.c.card_key,
                 cds_cards.c.unit,
+                cds_cards.c.model_version,
                 cds_cards.c.patient_hash,
                 cds_cards.c.created_at,
                 cds_cards.c.suggestion_ids,
+                cds_cards.c.demoted_from,
             ).where(cds_cards.c.created_at >= start, cds_cards.c.created_at < end)
         ).all()
         calls = connection.execute(
@@ -998,13 +996,16 @@ def alert_burden(store: ResourceStore, period: Period) -> AlertBurden:
             all_days.add(key)
     volume: Counter[tuple[str, str]] = Counter()
     daily: Counter[date] = Counter()
-    facts: dict[str, _CardFacts] = {}
-    groups: dict[str, tuple[str, str]] = {}
-    for uuid, service, indicator, key, unit, _patient, created, suggestions in cards:
+    facts: dict[str, CardFacts] = {}
+    groups: dict[str, tuple[str, str, str]] = {}
+    demoted: Counter[str] = Counter()
+    for uuid, service, indicator, key, unit, model, _patient, created, suggestions, was in cards:
         volume[(service, indicator)] += 1
+        if was:
+            demoted[was] += 1
         daily[day_of(created)] += 1
-        facts[uuid] = _CardFacts(group=(), offered=len(orjson.loads(suggestions)))
-        groups[uuid] = (card_kind(key), unit or "unit not recorded")
+        facts[uuid] = CardFacts(group=(), offered=len(orjson.loads(suggestions)))
+        groups[uuid] = (card_kind(key), unit or NO_UNIT, model or NO_MODEL)
     for uuid, at, outcome, accepted, reason in feedback:
         card = facts[uuid]
         card.accepted.update(orjson.loads(accepted))
@@ -1026,12 +1027,14 @@ def alert_burden(store: ResourceStore, period: Period) -> AlertBurden:
                 per_patient_day=f"{count / patient_days:.2f}" if patient_days else "–",
             )
         )
-    by_kind: dict[str, list[_CardFacts]] = defaultdict(list)
-    by_unit: dict[str, list[_CardFacts]] = defaultdict(list)
+    by_kind: dict[str, list[CardFacts]] = defaultdict(list)
+    by_unit: dict[str, list[CardFacts]] = defaultdict(list)
+    by_model: dict[str, list[CardFacts]] = defaultdict(list)
     for uuid, card in facts.items():
-        kind, unit = groups[uuid]
+        kind, unit, model = groups[uuid]
         by_kind[kind].append(card)
         by_unit[unit].append(card)
+        by_model[model].append(card)
     days = tuple(
         DayCount(period.since + timedelta(days=i), daily.get(period.since + timedelta(days=i), 0))
         for i in range(period.days)
@@ -1042,17 +1045,22 @@ def alert_burden(store: ResourceStore, period: Period) -> AlertBurden:
         calls=len(calls),
         patient_days=len(all_days),
         interruptive=sum(n for (_s, ind), n in volume.items() if ind in {"warning", "critical"}),
+        demoted=tuple(sorted(demoted.items())),
         burden=tuple(burden),
         kinds=tuple(
-            _outcome_line(kind, _row((kind,), by_kind[kind]), small=False)
+            _outcome_line(kind, outcome_row((kind,), by_kind[kind]), small=False)
             for kind in sorted(by_kind)
         ),
+        models=tuple(
+            _outcome_line(model, outcome_row((model,), by_model[model]), small=False)
+            for model in sorted(by_model, key=lambda m: (m == NO_MODEL, m))
+        ),
         units=tuple(
-            _outcome_line(unit, _row((unit,), by_unit[unit]), small=True)
-            for unit in sorted(by_unit, key=lambda u: (u == "unit not recorded", u))
+            _outcome_line(unit, outcome_row((unit,), by_unit[unit]), small=True)
+            for unit in sorted(by_unit, key=lambda u: (u == NO_UNIT, u))
         ),
         reasons=tuple(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
-        total=_outcome_line("all cards", _row((), list(facts.values())), small=False),
+        total=_outcome_line("all cards", outcome_row((), list(facts.values())), small=False),
         daily=days,
         chart=daily_chart(days) if cards else None,
     )

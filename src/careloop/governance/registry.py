@@ -147,14 +147,19 @@ def artifact_checksum(directory: Path) -> str:
 
 
 def headline_auroc(metrics: dict) -> float | None:
-    """The first AUROC found in `metrics`, shallowest first (a number, or a dict holding its
-    "mean", "value" or "estimate"), so a holdout figure or a cross-validation mean both show."""
+    """The model's AUROC: the first found in `metrics`, shallowest first (a number, or a dict
+    holding its "mean", "value" or "estimate"), so a holdout figure or a cross-validation mean
+    both show; a "model" part comes before its siblings, which may be baselines (the
+    readmission metrics hold the LACE-style baseline's figures beside the model's)."""
     level: list[object] = [metrics]
     for _depth in range(4):
         following: list[object] = []
         for node in level:
             if not isinstance(node, dict):
                 continue
+            own = node.get("model")
+            if isinstance(own, dict) and (found := headline_auroc(own)) is not None:
+                return found
             if "auroc" in node:
                 value = _number(node["auroc"])
                 if value is not None:

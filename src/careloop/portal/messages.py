@@ -100,7 +100,7 @@ def send_patient_message(
     (like an amendment request): the patient supplies only the text; careloop builds the
     Communication, so the subject and sender are always the patient themself.
     """
-    access.authorize(principal, ctx, Permission.PATIENT_READ, action=AuditAction.CREATE)
+    access.authorize(principal, ctx, Permission.MESSAGE_SEND, action=AuditAction.CREATE)
     patient_id = principal.own_patient_id
     if principal.role is not Role.PATIENT or patient_id is None:
         raise AccessDenied("only a patient sends a message from the portal")

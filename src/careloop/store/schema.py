@@ -282,6 +282,9 @@ cds_cards = Table(
     Column("service_id", String(64), nullable=False),
     Column("card_key", String(128), nullable=False),  # what it is about, for de-duplication
     Column("indicator", String(16), nullable=False),
+    # the indicator before the alert budget demoted the card to info (migration 0006); None
+    # when it was shown as made: what the alert-burden analytics count as demoted
+    Column("demoted_from", String(16), nullable=True),
     Column("model_version", String(64), nullable=True),
     Column("playbook", String(128), nullable=True),  # id@version
     Column("unit", String(128), nullable=True),  # the ward or unit of the encounter

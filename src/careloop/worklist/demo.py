@@ -11,11 +11,21 @@ also the simulation's ground truth) and the discharge prescription.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import orjson
+
+from careloop.access.principal import Purpose
+from careloop.access.relationships import CareRelationships
+from careloop.access.roles import Role
+from careloop.ingest import Ingestor
+from careloop.store.repository import ResourceStore
 from careloop.synth._fhir import GROUND_TRUTH_TAG_SYSTEM
 from careloop.synth.people import build_site
 from careloop.synth.population import DEFAULT_START, patient_resources, storyline_for
+from careloop.worklist.snapshot import RefreshReport, refresh_all
 
 SEARCH_LIMIT = 200  # patients of the seed to look through for a septic stay
 
@@ -72,3 +82,38 @@ def _cut(record: list[dict], hours_after_onset: float) -> list[dict]:
 
 def _after(value: object, cut: datetime) -> bool:
     return isinstance(value, str) and datetime.fromisoformat(value) > cut
+
+
+def add_deteriorating_patient(
+    store: ResourceStore, practitioners: Iterable[str], seed: int = 12
+) -> str:
+    """Load `deteriorating_patient(seed)` through the ingest path (validated, one transaction)
+    and put them in the care of `practitioners` (fhirUser references); their id."""
+    resources = deteriorating_patient(seed)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    Ingestor(store).ingest_document(orjson.dumps(bundle), f"deteriorating-patient-{seed}")
+    patient_id = next(str(r["id"]) for r in resources if r["resourceType"] == "Patient")
+    relationships = CareRelationships(store)
+    for practitioner in practitioners:
+        relationships.assign(practitioner, patient_id)
+    return patient_id
+
+
+def demo_worklist(
+    store: ResourceStore, model_dir: Path, practitioners: Iterable[str]
+) -> RefreshReport:
+    """What `careloop demo` can do for the worklist: add a patient deteriorating now to the
+    care team's list, then refresh every patient's snapshot as the local monitor."""
+    from careloop.cli_rights import local_context, local_principal
+
+    add_deteriorating_patient(store, practitioners)
+    return refresh_all(
+        store, model_dir, local_principal(Role.MONITOR), local_context(Purpose.TREATMENT)
+    )

@@ -36,6 +36,7 @@ from careloop.worklist.snapshot import (
     SEPSIS_REVIEW_TOKEN,
     SNAPSHOT_TOKEN,
     TAKEN_ON,
+    snapshot_id,
 )
 
 MONITORING_REVIEW_CODE = "review-monitoring-alert"
@@ -47,10 +48,6 @@ ALERT_TASK_CODES = frozenset(
 SNOOZED_UNTIL = "https://careloop.dev/fhir/StructureDefinition/snoozed-until"
 WAITING = frozenset({"requested", "received", "ready"})
 ACTIVE_ALERT = WAITING | TAKEN_ON | {"on-hold"}
-# From this many patients on a list, one store search per kind (all patients, kept to the list)
-# reads fewer rows than a search per patient; below it, per-patient searches read only theirs.
-WHOLE_STORE_FROM = 40
-PAGE = 2000
 READ_TYPES = ("Patient", "RiskAssessment", "Task")
 
 
@@ -225,12 +222,16 @@ def build_row(
         if state is None:
             continue
         owner = task.get("owner") or {}
+        kind = alert_kind(task)
+        text = str(task.get("description") or (task.get("code") or {}).get("text", ""))
+        if risk_withheld and kind == "sepsis":
+            text = ""  # the review Task quotes the risk the patient's consent withholds
         alerts.append(
             AlertItem(
                 task_id=str(task.get("id")),
-                kind=alert_kind(task),
+                kind=kind,
                 state=state,
-                text=str(task.get("description") or (task.get("code") or {}).get("text", "")),
+                text=text,
                 raised=parse_instant(task.get("authoredOn")),
                 snoozed_until=snoozed_until(task) if state is AlertState.SNOOZED else None,
                 owner=owner.get("display") or owner.get("reference"),
@@ -365,38 +366,21 @@ def load_worklist(
 
 
 def worklist_resources(store: ResourceStore, patient_ids: Sequence[str]) -> list[StoredResource]:
-    """The Patient, the sepsis snapshot and the alert Tasks of each of these patients (the
-    Tasks in any status: the last acknowledgement may be on a closed one)."""
-    wanted = set(patient_ids)
-    if len(wanted) < WHOLE_STORE_FROM:
-        found: list[StoredResource] = []
-        for patient_id in patient_ids:
-            found += store.search("Patient", patient_id=patient_id, count=1).resources
-            found += store.search(
-                "RiskAssessment", patient_id=patient_id, codes=[SNAPSHOT_TOKEN], count=1
-            ).resources
-            found += store.search(
-                "Task", patient_id=patient_id, codes=list(ALERT_TASK_TOKENS), count=PAGE
-            ).resources
-        return found
-    found = []
-    for resource_type, codes in (
-        ("Patient", ()),
-        ("RiskAssessment", (SNAPSHOT_TOKEN,)),
-        ("Task", ALERT_TASK_TOKENS),
-    ):
+    """The Patient, the sepsis snapshot and the alert Tasks (in any status: the last
+    acknowledgement may be on a closed one) of each of these patients.
+
+    One indexed look-up per patient (the store's index on patient and type), which costs what
+    the person's list costs. A search by type across the whole store would scan every resource
+    row (there is no index on type alone), and grow with the store rather than with the list.
+    The other RiskAssessments of the compartment (a CDS card's record) are read and dropped."""
+    found: list[StoredResource] = []
+    for patient_id in patient_ids:
+        snapshot = snapshot_id(patient_id)
         found += [
-            item for item in _all(store, resource_type, codes) if patient_id_of(item.body) in wanted
+            item
+            for item in store.patient_compartment(patient_id, READ_TYPES)
+            if item.resource_type == "Patient"
+            or (item.resource_type == "Task" and is_alert_task(item.body))
+            or (item.resource_type == "RiskAssessment" and item.body.get("id") == snapshot)
         ]
     return found
-
-
-def _all(store: ResourceStore, resource_type: str, codes: Sequence[str]) -> list[StoredResource]:
-    found: list[StoredResource] = []
-    offset = 0
-    while True:
-        page = store.search(resource_type, codes=list(codes), count=PAGE, offset=offset)
-        found += page.resources
-        offset += len(page.resources)
-        if not page.resources or offset >= page.total:
-            return found

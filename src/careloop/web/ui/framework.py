@@ -188,7 +188,7 @@ def render(
     page = templates.get_template(template).render(
         title=title,
         caller=caller,
-        nav=navigation(caller.role) if caller else [],
+        nav=navigation(caller.role, caller.lang) if caller else [],
         lang=caller.lang if caller else "en",
         csrf_field=CSRF_FIELD,
         prefix=UI_PREFIX,
@@ -208,19 +208,24 @@ class NavItem:
     path: str
 
 
-def navigation(role: Role) -> list[NavItem]:
+# the portal speaks the patient's language; staff pages are in English
+PATIENT_NAV = {
+    "en": ("My care", "My data", "Sharing", "Messages"),
+    "es": ("Mi cuidado", "Mis datos", "Compartir", "Mensajes"),
+}
+
+
+def navigation(role: Role, lang: str = "en") -> list[NavItem]:
     """The places a role may go; a page a role may not open is never linked."""
     items: list[NavItem] = []
     if role in CARE_ROLES:
         items.append(NavItem("Worklist", f"{UI_PREFIX}/worklist"))
         items.append(NavItem("Messages", f"{UI_PREFIX}/inbox"))
     if role is Role.PATIENT:
-        items += [
-            NavItem("My care", f"{UI_PREFIX}/me"),
-            NavItem("My data", f"{UI_PREFIX}/me/data"),
-            NavItem("Sharing", f"{UI_PREFIX}/me/sharing"),
-            NavItem("Messages", f"{UI_PREFIX}/me/messages"),
-        ]
+        labels = PATIENT_NAV[lang] if lang in PATIENT_NAV else PATIENT_NAV["en"]
+        paths = ("", "/data", "/sharing", "/messages")
+        pairs = zip(labels, paths, strict=True)
+        items += [NavItem(label, f"{UI_PREFIX}/me{path}") for label, path in pairs]
     if allows(role, Permission.MODEL_GOVERNANCE):
         items += [
             NavItem("Models", f"{UI_PREFIX}/governance/models"),

@@ -99,7 +99,9 @@ def build_router(services: UiServices) -> APIRouter:
         except AccessDenied:
             raise UiError(403, "Not available", "This is not allowed for your account.") from None
 
-    def page(caller: UiCaller, template: str, title_key: str, path: str, **context: Any):
+    def page(
+        caller: UiCaller, template: str, title_key: str, path: str, **context: Any
+    ) -> HTMLResponse:
         return render(
             caller,
             template,
@@ -267,8 +269,8 @@ def build_router(services: UiServices) -> APIRouter:
         own_id(caller)
         return messages_page(caller, sent=sent == "1")
 
-    @router.post(f"{ME}/messages", openapi_extra=permission_extra(Permission.PATIENT_READ))
-    async def send(caller: UiCaller = ui_caller(Permission.PATIENT_READ)) -> Response:
+    @router.post(f"{ME}/messages", openapi_extra=permission_extra(Permission.MESSAGE_SEND))
+    async def send(caller: UiCaller = ui_caller(Permission.MESSAGE_SEND)) -> Response:
         own_id(caller)
         text = caller.form.get("message", "")
         try:
