@@ -26,7 +26,6 @@ import asyncio
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from jwt.algorithms import ECAlgorithm
 from bench.doc_sections import publish
 from bench.ingest import REPO_ROOT
 from bench.machine import machine_facts
+from bench.server import start_server
 from careloop.cds.client_auth import CdsClientRegistry
 from careloop.cds.prefetch import prefetch_for
 from careloop.cds.services import ORDER_KEYS, PATIENT_VIEW_KEYS
@@ -157,37 +157,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, key_text: str, port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import os\n"
-        "import uvicorn\n"
-        "from pathlib import Path\n"
-        "from careloop.store.crypto import MasterKey, generate_key_text\n"
-        "from careloop.store.repository import ResourceStore\n"
-        "from careloop.web.app import AppSettings, create_app\n"
-        "key = MasterKey.from_text(os.environ['CARELOOP_BENCH_KEY'], origin='environment')\n"
-        f"store = ResourceStore.open({database_url!r}, key)\n"
-        f"ddi = Path({str(DDI_DIR)!r})\n"
-        f"settings = AppSettings(public_url='http://127.0.0.1:{port}', plain_http_allowed=True,"
-        f" sepsis_model=Path({str(REPO_ROOT / 'models' / 'sepsis')!r}),"
-        " ddi_dir=ddi if ddi.is_dir() else None)\n"
-        f"uvicorn.run(create_app(store, settings), host='127.0.0.1', port={port},"
-        " log_level='warning', access_log=False)\n"
-    )
-    # the key goes by environment, never on a command line other users can read
-    env = {**os.environ, "CARELOOP_BENCH_KEY": key_text}
-    process = subprocess.Popen([sys.executable, "-c", code], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the careloop server did not start within 60 s")
-
-
 # -- the load ------------------------------------------------------------------------------
 
 
@@ -294,7 +263,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
         store = ResourceStore.open(url, key)
         CdsClientRegistry(store).register(ISSUER, "bench EHR", jwks=signer.jwks())
         store.close()
-        server = start_server(url, key_text, port)
+        server = start_server(url, key_text, port, ddi_dir=DDI_DIR)
         try:
             results: dict[str, dict[int, dict[str, float]]] = {}
             for kind in ("healthz", "patient-view", "order-sign"):

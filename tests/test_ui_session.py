@@ -24,6 +24,9 @@ LANDING = {
     "ai-committee": "/app/governance/models",
     "auditor": "/app/governance/models",
     "admin": "/app/account",
+    "pharmacist": "/app/worklist",
+    "care-coordinator": "/app/worklist",
+    "data-scientist": "/app/governance/models",
 }
 
 

@@ -12,17 +12,19 @@ from pathlib import Path
 import orjson
 import pytest
 
+from careloop.access.consent import opt_out_consent
 from careloop.access.layer import AccessLayer
 from careloop.access.principal import AccessContext, Principal, Purpose
 from careloop.access.roles import Role
 from careloop.audit.events import AuditAction
+from careloop.audit.log import AuditLog
 from careloop.ingest import IngestOptions, Ingestor
 from careloop.ingest.validation import structural_errors
 from careloop.sepsis.grid import HOUR
 from careloop.sepsis.model import SepsisModel
 from careloop.sepsis.scoring import RiskScore
 from careloop.store.crypto import MasterKey
-from careloop.store.repository import ResourceStore, StoredResource
+from careloop.store.repository import ResourceStore, SearchPage, StoredResource
 from careloop.synth import write_population
 from careloop.worklist.demo import add_deteriorating_patient, deteriorating_patient
 from careloop.worklist.rows import (
@@ -405,3 +407,55 @@ def test_refresh_command_scores_the_store_and_opens_the_alert(store, cli_env) ->
     assert "1 patients: 1 scored" in result.output and "1 review Tasks opened" in result.output
     assert store.search("RiskAssessment", codes=[SNAPSHOT_TOKEN]).total == 1
     assert store.search("Task", codes=[SEPSIS_REVIEW_TOKEN]).total == 1
+
+
+def test_a_page_of_patients_is_judged_as_each_patient_alone(ward) -> None:
+    """The access layer reads the Consents and care relationships of a page of patients in a
+    few queries: what it releases, withholds and audits must be what reading each patient
+    alone gives, consent denials and missing care relationships included."""
+    store, access, _model, ids, *_ = ward
+    denied, restricted, unrelated = ids[1], ids[2], ids[3]
+    consents = [
+        opt_out_consent(denied, [Purpose.TREATMENT], consent_id="batch-optout", at=NOW),
+        {
+            **opt_out_consent(restricted, [Purpose.TREATMENT], consent_id="batch-class", at=NOW),
+            "provision": {
+                "type": "deny",
+                "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "Condition"}],
+            },
+        },
+    ]
+    ingest_resources(store, consents)
+    nurse = Principal("nurse-b", "user", Role.NURSE, fhir_user="Practitioner/nurse-b")
+    for patient_id in ids:
+        if patient_id != unrelated:
+            access.relationships.assign(nurse.fhir_user, patient_id)
+    types = ("Condition", "Encounter")
+    try:
+        started = datetime.now(UTC)
+        page, withheld = access.search(
+            nurse,
+            TREAT,
+            "Condition",
+            lambda _patient: SearchPage(0, store.compartments(ids, types)),
+            patient_id=None,
+            query_text="batch",
+        )
+        batched = {(r.resource_type, r.body["id"]) for r in page.resources}
+        batch_events = list(AuditLog(store).events(since=started))
+        alone: set[tuple[str, str]] = set()
+        alone_withheld = 0
+        for patient_id in ids:
+            release = access.patient_compartment(nurse, TREAT, patient_id, types)
+            alone |= {(r.resource_type, r.body["id"]) for r in release.resources}
+            alone_withheld += release.withheld
+        assert batched == alone and withheld == alone_withheld > 0
+        assert not any(r.body["subject"]["reference"].endswith(denied) for r in page.resources)
+        kinds = {r.resource_type for r in page.resources if restricted in str(r.body)}
+        assert kinds == {"Encounter"}
+        flags = {e.patient_hash: e.flags for e in batch_events if e.patient_hash}
+        assert "no-care-relationship" in flags[store.patient_hash(unrelated)]
+        assert "no-care-relationship" not in flags[store.patient_hash(ids[0])]
+        assert "consent-denied" in flags[store.patient_hash(denied)]
+    finally:
+        ingest_resources(store, [{**consent, "status": "inactive"} for consent in consents])

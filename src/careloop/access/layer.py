@@ -90,6 +90,14 @@ class _PatientAccess:
 
 
 @dataclass(frozen=True)
+class _Prefetched:
+    """What judging a page of patients needs, read for all of them at once."""
+
+    consents: dict[str, list[dict]]  # patient id -> their current Consents
+    related: set[str]  # the patients the principal has a care relationship with
+
+
+@dataclass(frozen=True)
 class Release:
     """The result of a guarded read: what may be shown, and how much consent withheld."""
 
@@ -330,6 +338,7 @@ class AccessLayer:
         released: list[StoredResource] = []
         records: list[AuditRecord] = []
         denied_other_patient = False
+        known = self._prefetch(principal, [p for p in by_patient if p is not None], now)
         for patient_id, items in by_patient.items():
             if principal.role is Role.PATIENT and patient_id not in (
                 None,
@@ -349,7 +358,7 @@ class AccessLayer:
                     )
                 )
                 continue
-            access, kept = self._judge_patient(principal, ctx, patient_id, items, now)
+            access, kept = self._judge_patient(principal, ctx, patient_id, items, now, known)
             released.extend(kept)
             records.append(
                 self._patient_audit_record(principal, ctx, action, patient_id, access, query_text)
@@ -368,6 +377,25 @@ class AccessLayer:
         ordered = [item for item in stored if id(item) in kept_ids]
         return Release(resources=ordered, withheld=withheld)
 
+    def _prefetch(
+        self, principal: Principal, patient_ids: list[str], now: datetime
+    ) -> _Prefetched | None:
+        """For a page of many patients, their Consents and care relationships in a few
+        queries rather than a few per patient; None for one patient (read as it comes)."""
+        if len(patient_ids) < 2 or principal.role is Role.PATIENT:
+            return None
+        consents: dict[str, list[dict]] = {patient_id: [] for patient_id in patient_ids}
+        for item in self.store.compartments(patient_ids, ("Consent",)):
+            owner = patient_id_of(item.body)
+            if owner in consents:
+                consents[owner].append(item.body)
+        related = (
+            self.relationships.related(principal.fhir_user, patient_ids, now)
+            if principal.role in CARE_ROLES
+            else set()
+        )
+        return _Prefetched(consents, related)
+
     def _judge_patient(
         self,
         principal: Principal,
@@ -375,6 +403,7 @@ class AccessLayer:
         patient_id: str | None,
         items: Sequence[StoredResource],
         now: datetime,
+        known: _Prefetched | None = None,
     ) -> tuple[_PatientAccess, list[StoredResource]]:
         access = _PatientAccess()
         if patient_id is None or principal.role is Role.PATIENT:
@@ -382,8 +411,15 @@ class AccessLayer:
             access.released = [_reference(item) for item in items]
             return access, list(items)
         if principal.role in CARE_ROLES:
-            access.relationship = self.relationships.exists(principal.fhir_user, patient_id, now)
-        consents = [parse_consent(consent) for consent in self.consents_of(patient_id)]
+            access.relationship = (
+                patient_id in known.related
+                if known is not None
+                else self.relationships.exists(principal.fhir_user, patient_id, now)
+            )
+        stored_consents = (
+            known.consents[patient_id] if known is not None else self.consents_of(patient_id)
+        )
+        consents = [parse_consent(consent) for consent in stored_consents]
         with_labels = needs_security_labels(consents)
         # with no Consent on record, the policy's default decides every resource alike
         uniform = None if consents else self._default_decision(principal, ctx, patient_id, now)

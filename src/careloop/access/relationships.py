@@ -9,13 +9,14 @@ with a stated reason, and marks every access under it for review.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, delete, insert, or_, select, update
 
 from careloop.store.crypto import Sealer
-from careloop.store.repository import ResourceStore
+from careloop.store.repository import COMPARTMENT_BATCH, ResourceStore
 from careloop.store.schema import break_glass_grants, care_relationships
 
 MIN_REASON_LENGTH = 10
@@ -79,6 +80,35 @@ class CareRelationships:
                 )
             ).first()
         return row is not None
+
+    def related(
+        self, practitioner: str | None, patient_ids: Sequence[str], at: datetime
+    ) -> set[str]:
+        """Which of `patient_ids` the practitioner cares for at `at`: `exists` for a whole
+        page of patients in one query."""
+        if not practitioner or not patient_ids:
+            return set()
+        by_hash = {self.store.patient_hash(patient_id): patient_id for patient_id in patient_ids}
+        hashes = list(by_hash)
+        found: set[str] = set()
+        with self.store.engine.connect() as connection:
+            for start in range(0, len(hashes), COMPARTMENT_BATCH):
+                found.update(
+                    connection.execute(
+                        select(care_relationships.c.patient_hash).where(
+                            care_relationships.c.practitioner == practitioner,
+                            care_relationships.c.patient_hash.in_(
+                                hashes[start : start + COMPARTMENT_BATCH]
+                            ),
+                            care_relationships.c.since <= at,
+                            or_(
+                                care_relationships.c.until.is_(None),
+                                care_relationships.c.until > at,
+                            ),
+                        )
+                    ).scalars()
+                )
+        return {by_hash[patient_hash] for patient_hash in found}
 
     def patients_of(self, practitioner: str, at: datetime) -> list[str]:
         """The ids of the patients `practitioner` has an active relationship with at `at`.

@@ -308,6 +308,31 @@ class ResourceStore:
             for row in rows:
                 yield self._decode(connection, row)
 
+    def compartments(
+        self, patient_ids: Sequence[str], resource_types: Sequence[str] = ()
+    ) -> list[StoredResource]:
+        """The current resources of many patients at once (those of `resource_types`, or all),
+        in clinical-time order within each batch: one indexed query per 500 patients instead
+        of one per patient, for pages that show a list of patients."""
+        found: list[StoredResource] = []
+        unique = list(dict.fromkeys(patient_ids))
+        with self.engine.connect() as connection:
+            for start in range(0, len(unique), COMPARTMENT_BATCH):
+                hashes = [self.patient_hash(p) for p in unique[start : start + COMPARTMENT_BATCH]]
+                conditions = [
+                    resources.c.patient_hash.in_(hashes),
+                    resources.c.is_current.is_(True),
+                ]
+                if resource_types:
+                    conditions.append(resources.c.resource_type.in_(list(resource_types)))
+                rows = connection.execute(
+                    select(*_BODY_COLUMNS)
+                    .where(*conditions)
+                    .order_by(resources.c.date_start, resources.c.pk)
+                ).all()
+                found.extend(self._decode(connection, row) for row in rows)
+        return found
+
     def counts_by_type(self) -> dict[str, int]:
         with self.engine.connect() as connection:
             rows = connection.execute(
@@ -670,6 +695,7 @@ class ResourceStore:
         return True
 
 
+COMPARTMENT_BATCH = 500  # patients per IN list: well under every backend's parameter limit
 _BODY_COLUMNS = (
     resources.c.resource_type,
     resources.c.id_hash,

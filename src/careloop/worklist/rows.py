@@ -369,18 +369,15 @@ def worklist_resources(store: ResourceStore, patient_ids: Sequence[str]) -> list
     """The Patient, the sepsis snapshot and the alert Tasks (in any status: the last
     acknowledgement may be on a closed one) of each of these patients.
 
-    One indexed look-up per patient (the store's index on patient and type), which costs what
+    One look-up on the store's index on patient and type for the whole list, which costs what
     the person's list costs. A search by type across the whole store would scan every resource
     row (there is no index on type alone), and grow with the store rather than with the list.
     The other RiskAssessments of the compartment (a CDS card's record) are read and dropped."""
-    found: list[StoredResource] = []
-    for patient_id in patient_ids:
-        snapshot = snapshot_id(patient_id)
-        found += [
-            item
-            for item in store.patient_compartment(patient_id, READ_TYPES)
-            if item.resource_type == "Patient"
-            or (item.resource_type == "Task" and is_alert_task(item.body))
-            or (item.resource_type == "RiskAssessment" and item.body.get("id") == snapshot)
-        ]
-    return found
+    snapshots = {snapshot_id(patient_id) for patient_id in patient_ids}
+    return [
+        item
+        for item in store.compartments(patient_ids, READ_TYPES)
+        if item.resource_type == "Patient"
+        or (item.resource_type == "Task" and is_alert_task(item.body))
+        or (item.resource_type == "RiskAssessment" and item.body.get("id") in snapshots)
+    ]

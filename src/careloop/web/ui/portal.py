@@ -22,7 +22,6 @@ from careloop.access import rights
 from careloop.access.errors import AccessDenied
 from careloop.access.roles import CARE_ROLES, Permission
 from careloop.audit.events import AuditAction
-from careloop.fhir.indexing import patient_id_of
 from careloop.ingest import IngestProblem
 from careloop.portal import catalogue as words
 from careloop.portal.care import AcceptedCard, care_view, data_counts
@@ -370,19 +369,14 @@ def inbox_threads(services: UiServices, caller: UiCaller) -> list[dict]:
     person does not care for are neither read nor audited as read."""
     access = services.security.access
     practitioner = caller.principal.fhir_user
-    now = datetime.now(UTC)
-    cared_for: dict[str, bool] = {}
-
-    def in_care(patient_id: str | None) -> bool:
-        if patient_id is None or practitioner is None:
-            return False
-        if patient_id not in cared_for:
-            cared_for[patient_id] = access.relationships.exists(practitioner, patient_id, now)
-        return cared_for[patient_id]
+    patients = (
+        access.relationships.patients_of(practitioner, datetime.now(UTC)) if practitioner else []
+    )
 
     def run(_patient: str | None) -> SearchPage:
-        page = services.store.search("Communication", count=INBOX_LIMIT)
-        kept = [item for item in page.resources if in_care(patient_id_of(item.body))]
+        # the newest messages of the person's patients, read for all of them at once
+        found = services.store.compartments(patients, ("Communication",))
+        kept = sorted(found, key=lambda item: item.last_updated, reverse=True)[:INBOX_LIMIT]
         return SearchPage(total=len(kept), resources=kept)
 
     try:
