@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -161,7 +162,10 @@ def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
             _get_json(f"{base}/fhir/Patient?_count=100")
         session = _demo_sign_in(base, "clinician")
         patients = _get_json(f"{base}/fhir/Patient?_count=100", session)
-        assert patients["total"] == 10
+        assert patients["total"] == 11  # the 10 asked for, and one deteriorating now
+        # the web pages are served too, the sign-in page first
+        with urllib.request.urlopen(f"{base}/app/login", timeout=10) as page:
+            assert page.status == 200 and b"Sign in to careloop" in page.read()
         patient_id = patients["entry"][0]["resource"]["id"]
         vitals = _get_json(f"{base}/fhir/Observation?patient={patient_id}&_count=5", session)
         assert vitals["resourceType"] == "Bundle" and vitals["type"] == "searchset"
@@ -173,6 +177,8 @@ def test_demo_loads_the_synthetic_population_and_serves_it(tmp_path):
     assert "governed models" in output  # the shipped models, registered and made active
     assert "sepsis: sepsis-lgbm-" in output and "readmission: readmission-lgbm-" in output
     assert output.count("(active)") >= 2
+    assert f"open {base}/app/" in output.lower()  # the demo opens onto the web pages
+    assert re.search(r"worklist: .* [1-9][0-9]* in alert", output)  # one deteriorating now
     assert (tmp_path / "home" / "careloop.db").exists()
 
 

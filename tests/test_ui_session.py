@@ -49,7 +49,7 @@ def patient_ids(site, count: int) -> list[str]:
 @pytest.mark.parametrize("username", sorted(LANDING))
 def test_each_demo_role_signs_in_and_lands_where_it_works(ui_site, browser_page, username) -> None:
     page = browser_page
-    ui_site.sign_in(page, username)
+    ui_site.sign_in(page, username, through_form=True)
     assert page.url == ui_site.url(LANDING[username])
     assert page.locator("h1").count() == 1
     # the navigation offers only what the role may open
@@ -90,7 +90,7 @@ def test_sign_in_page_is_accessible_and_refuses_a_wrong_code(ui_site, browser_pa
 
 def test_expired_session_goes_to_sign_in_is_audited_and_comes_back(ui_site, browser_page) -> None:
     page = browser_page
-    ui_site.sign_in(page, "clinician")
+    ui_site.sign_in(page, "clinician", through_form=True)
     started = datetime.now(UTC)
     # the session has been idle longer than the idle timeout (15 minutes by default)
     with ui_site.store.engine.begin() as connection:

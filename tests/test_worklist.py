@@ -51,6 +51,8 @@ NURSE = Principal("nurse-w", "user", Role.NURSE, fhir_user="Practitioner/nurse-w
 MONITOR = Principal("local:test", "local", Role.MONITOR)
 TREAT = AccessContext(Purpose.TREATMENT, source="test")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+# care relationships recorded by the tests begin well before NOW, whenever the tests run
+CARING_SINCE = NOW - timedelta(days=30)
 
 
 def ingest_resources(store: ResourceStore, resources: list[dict]) -> None:
@@ -80,7 +82,7 @@ def ward(tmp_path_factory: pytest.TempPathFactory):
     access = AccessLayer(store, clock=lambda: NOW)
     ids = list(access.all_patient_ids())
     for patient_id in ids:
-        access.relationships.assign(NURSE.fhir_user, patient_id)
+        access.relationships.assign(NURSE.fhir_user, patient_id, since=CARING_SINCE)
     model = SepsisModel.load(MODEL_DIR)
     first = refresh_patients(access, model, MONITOR, TREAT, ids, now=NOW)
     yield store, access, model, ids, septic_id, first
@@ -322,12 +324,13 @@ def test_a_patient_whose_consent_withholds_the_risk_shows_withheld(ward) -> None
 def test_patients_of_lists_only_active_relationships(ward) -> None:
     store, access, _model, ids, *_ = ward
     assert access.relationships.patients_of(NURSE.fhir_user, NOW) == sorted(ids)
-    access.relationships.assign("Practitioner/other", ids[0], until=NOW - timedelta(days=1))
-    access.relationships.assign("Practitioner/other", ids[1])
+    ended = NOW - timedelta(days=1)
+    access.relationships.assign("Practitioner/other", ids[0], since=CARING_SINCE, until=ended)
+    access.relationships.assign("Practitioner/other", ids[1], since=CARING_SINCE)
     assert access.relationships.patients_of("Practitioner/other", NOW) == [ids[1]]
     assert access.relationships.patients_of("Practitioner/nobody", NOW) == []
     # a patient loaded after the ids were first resolved is found too
-    newcomer = add_deteriorating_patient(store, ["Practitioner/other"], seed=15)
+    newcomer = add_deteriorating_patient(store, ["Practitioner/other"], seed=15, since=CARING_SINCE)
     assert access.relationships.patients_of("Practitioner/other", NOW) == sorted([ids[1], newcomer])
     assert load_worklist(access, NURSE.__class__("x", "user", Role.NURSE), TREAT, NOW).rows == []
 
@@ -429,7 +432,7 @@ def test_a_page_of_patients_is_judged_as_each_patient_alone(ward) -> None:
     nurse = Principal("nurse-b", "user", Role.NURSE, fhir_user="Practitioner/nurse-b")
     for patient_id in ids:
         if patient_id != unrelated:
-            access.relationships.assign(nurse.fhir_user, patient_id)
+            access.relationships.assign(nurse.fhir_user, patient_id, since=CARING_SINCE)
     types = ("Condition", "Encounter")
     try:
         started = datetime.now(UTC)

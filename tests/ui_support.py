@@ -24,9 +24,13 @@ from pathlib import Path
 
 import uvicorn
 
+from careloop.access.principal import Principal
 from careloop.identity import totp
-from careloop.identity.users import DEMO_PASSWORD, demo_totp_secret
+from careloop.identity.sessions import SessionManager
+from careloop.identity.users import DEMO_PASSWORD, UserDirectory, demo_totp_secret
 from careloop.store.repository import ResourceStore
+from careloop.web.auth import SESSION_COOKIE
+from careloop.web.ui.framework import home_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CARELOOP_CHROMIUM", "/usr/bin/chromium"))
@@ -91,7 +95,38 @@ class UiSite:
                     return totp.code_at(secret, datetime.fromtimestamp(step * 30, UTC))
                 time.sleep(1.0)
 
-    def sign_in(self, page, username: str, password: str = DEMO_PASSWORD) -> None:  # noqa: ANN001
+    def sign_in(self, page, username: str, *, through_form: bool = False) -> None:  # noqa: ANN001
+        """Be signed in as `username` on the landing page of their role.
+
+        `through_form=True` signs in as a person does: the form, the password and a TOTP code
+        (each demo role does so in test_ui_session). Otherwise the session is started the way
+        the sign-in route starts it and its cookie handed to the browser: the same session,
+        without waiting for a fresh TOTP step when a test signs the same account in again
+        within 30 seconds (each code is accepted once)."""
+        if through_form:
+            self.sign_in_with_form(page, username)
+            return
+        user = UserDirectory(self.store).get(username)
+        if user is None:
+            raise AssertionError(f"no user {username}")
+        principal = Principal(username, "user", user.role, fhir_user=user.fhir_user)
+        session = SessionManager(self.store).start(principal)
+        page.context.add_cookies(
+            [
+                {
+                    "name": SESSION_COOKIE,
+                    "value": session.token,
+                    "domain": "127.0.0.1",  # host-only, as a __Host- cookie must be
+                    "path": "/",
+                    "secure": True,
+                    "httpOnly": True,
+                    "sameSite": "Strict",
+                }
+            ]
+        )
+        page.goto(self.url(home_path(user.role)))
+
+    def sign_in_with_form(self, page, username: str, password: str = DEMO_PASSWORD) -> None:  # noqa: ANN001
         """Sign in through the login form as a person does, and wait for the landing page."""
         page.goto(self.url("/app/login"))
         page.get_by_label("User name").fill(username)

@@ -40,8 +40,17 @@ class CareRelationships:
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
 
-    def assign(self, practitioner: str, patient_id: str, *, until: datetime | None = None) -> None:
-        """Record (or renew) that `practitioner` (a fhirUser reference) cares for the patient."""
+    def assign(
+        self,
+        practitioner: str,
+        patient_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Record (or renew) that `practitioner` (a fhirUser reference) cares for the patient,
+        from `since` (now by default; earlier when recording one that began before, such as
+        an admission) until `until` (open by default)."""
         patient_hash = self.store.patient_hash(patient_id)
         key = and_(
             care_relationships.c.practitioner == practitioner,
@@ -53,7 +62,7 @@ class CareRelationships:
                 insert(care_relationships).values(
                     practitioner=practitioner,
                     patient_hash=patient_hash,
-                    since=datetime.now(UTC),
+                    since=since or datetime.now(UTC),
                     until=until,
                 )
             )

@@ -85,10 +85,15 @@ def _after(value: object, cut: datetime) -> bool:
 
 
 def add_deteriorating_patient(
-    store: ResourceStore, practitioners: Iterable[str], seed: int = 12
+    store: ResourceStore,
+    practitioners: Iterable[str],
+    seed: int = 12,
+    *,
+    since: datetime | None = None,
 ) -> str:
     """Load `deteriorating_patient(seed)` through the ingest path (validated, one transaction)
-    and put them in the care of `practitioners` (fhirUser references); their id."""
+    and put them in the care of `practitioners` (fhirUser references) from `since` (now by
+    default); their id."""
     resources = deteriorating_patient(seed)
     bundle = {
         "resourceType": "Bundle",
@@ -102,7 +107,7 @@ def add_deteriorating_patient(
     patient_id = next(str(r["id"]) for r in resources if r["resourceType"] == "Patient")
     relationships = CareRelationships(store)
     for practitioner in practitioners:
-        relationships.assign(practitioner, patient_id)
+        relationships.assign(practitioner, patient_id, since=since)
     return patient_id
 
 
