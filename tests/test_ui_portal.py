@@ -96,6 +96,11 @@ def test_patient_reads_my_care_in_english_then_spanish(ui_site, browser_page) ->
     assert page.url.endswith("/app/me")
     assert page.locator("html").get_attribute("lang") == "es"
     assert page.get_by_role("heading", level=1).inner_text() == "Mi cuidado"
+    # the frame around the page speaks Spanish too: navigation, sign-out, skip link
+    nav = page.get_by_role("navigation", name="Principal").get_by_role("link")
+    assert nav.all_inner_texts() == ["Mi cuidado", "Mis datos", "Compartir", "Mensajes"]
+    assert page.get_by_role("button", name="Cerrar sesión").is_visible()
+    assert page.get_by_role("link", name="Saltar al contenido").count() == 1
     main = page.inner_text("main")
     assert catalogue.SENTENCES["care.intro"]["es"] in main
     assert "Signos vitales" in main
