@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 
 from careloop.access.consent import opt_out_consent
@@ -26,7 +25,11 @@ from careloop.sepsis.scoring import RiskScore
 from careloop.store.crypto import MasterKey
 from careloop.store.repository import ResourceStore, SearchPage, StoredResource
 from careloop.synth import write_population
-from careloop.worklist.demo import add_deteriorating_patient, deteriorating_patient
+from careloop.worklist.demo import (
+    add_deteriorating_patient,
+    deteriorating_patient,
+    ingest_transaction,
+)
 from careloop.worklist.rows import (
     AlertState,
     build_row,
@@ -56,15 +59,7 @@ CARING_SINCE = NOW - timedelta(days=30)
 
 
 def ingest_resources(store: ResourceStore, resources: list[dict]) -> None:
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources
-        ],
-    }
-    Ingestor(store).ingest_document(orjson.dumps(bundle), "test")
+    ingest_transaction(store, resources, "test")
 
 
 @pytest.fixture(scope="module")
@@ -291,20 +286,7 @@ def test_a_patient_whose_consent_withholds_the_risk_shows_withheld(ward) -> None
     store, access, *_rest = ward
     patient = next(row.patient_id for row in load_worklist(access, NURSE, TREAT, NOW).rows[1:])
     consent = {
-        "resourceType": "Consent",
-        "id": "withhold-risk-test",
-        "status": "active",
-        "scope": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                    "code": "patient-privacy",
-                }
-            ]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{patient}"},
-        "dateTime": "2026-01-01T00:00:00Z",
+        **opt_out_consent(patient, [Purpose.TREATMENT], consent_id="withhold-risk-test", at=NOW),
         "provision": {
             "type": "deny",
             "class": [{"system": "http://hl7.org/fhir/resource-types", "code": "RiskAssessment"}],

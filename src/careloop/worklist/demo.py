@@ -84,6 +84,19 @@ def _after(value: object, cut: datetime) -> bool:
     return isinstance(value, str) and datetime.fromisoformat(value) > cut
 
 
+def ingest_transaction(store: ResourceStore, resources: list[dict], source: str) -> None:
+    """Write resources as one PUT transaction through the ingest path (validated, atomic)."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    Ingestor(store).ingest_document(orjson.dumps(bundle), source)
+
+
 def add_deteriorating_patient(
     store: ResourceStore,
     practitioners: Iterable[str],
@@ -95,15 +108,7 @@ def add_deteriorating_patient(
     and put them in the care of `practitioners` (fhirUser references) from `since` (now by
     default); their id."""
     resources = deteriorating_patient(seed)
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [
-            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
-            for r in resources
-        ],
-    }
-    Ingestor(store).ingest_document(orjson.dumps(bundle), f"deteriorating-patient-{seed}")
+    ingest_transaction(store, resources, f"deteriorating-patient-{seed}")
     patient_id = next(str(r["id"]) for r in resources if r["resourceType"] == "Patient")
     relationships = CareRelationships(store)
     for practitioner in practitioners:
