@@ -164,6 +164,21 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
+CARE_ROLE_NAMES = "clinicians, nurses, pharmacists and care coordinators"
+
+
+def require_care_role(caller: UiCaller, page: str) -> None:
+    """The care team's pages (the worklist, a patient's page, the inbox) refuse other roles that
+    hold the same permission: a patient holds patient-read, for their own record only."""
+    if caller.role not in CARE_ROLES:
+        raise UiError(
+            403,
+            "Not available",
+            f"The {page} is for the care team ({CARE_ROLE_NAMES}); your role "
+            f"({caller.role.value}) does not open it.",
+        )
+
+
 def language_of(request: Request) -> str:
     """The chosen language (cookie), else the browser's first of ours, else English."""
     chosen = request.cookies.get(LANG_COOKIE, "")

@@ -36,7 +36,7 @@ from jwt.algorithms import ECAlgorithm
 from sqlalchemy import select
 
 from careloop.access.errors import AccessDenied
-from careloop.access.roles import CARE_ROLES, Permission, allows
+from careloop.access.roles import Permission, allows
 from careloop.cds.client_auth import CdsCaller, CdsClient, CdsClientRegistry
 from careloop.cds.feedback import MAX_COMMENT, FeedbackError, parse_feedback
 from careloop.cds.hooks import CdsRequestError
@@ -46,7 +46,16 @@ from careloop.store.schema import cds_cards, cds_feedback
 from careloop.timeline import TimelineError, build_timeline
 from careloop.web.auth import permission_extra
 from careloop.web.ui.charts import Chart, render_chart
-from careloop.web.ui.framework import UI_PREFIX, UiCaller, UiError, redirect, render, ui_caller
+from careloop.web.ui.framework import (
+    CARE_ROLE_NAMES,
+    UI_PREFIX,
+    UiCaller,
+    UiError,
+    redirect,
+    render,
+    require_care_role,
+    ui_caller,
+)
 from careloop.web.ui.services import UiServices
 
 WEB_PAGES_ISSUER = "https://careloop.invalid/web-pages"
@@ -54,7 +63,6 @@ WEB_PAGES_NAME = "careloop web pages (the clinician's patient page)"
 PATIENT_VIEW = "careloop-patient-view"
 RECORDED_DAYS = 7  # decisions shown on the page: those of the last week
 MAX_RECORDED = 20
-CARE_ROLE_NAMES = "clinicians, nurses, pharmacists and care coordinators"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SUGGESTION_FIELD = "suggestion-"
 INDICATOR_WORDS = {"critical": "Critical", "warning": "Warning", "info": "Information"}
@@ -315,16 +323,6 @@ class CardsResult:
     problem: str = ""
 
 
-def require_care_role(caller: UiCaller) -> None:
-    if caller.role not in CARE_ROLES:
-        raise UiError(
-            403,
-            "Not available",
-            f"The patient page is for the care team ({CARE_ROLE_NAMES}); your role "
-            f"({caller.role.value}) does not open it.",
-        )
-
-
 def check_patient_id(patient_id: str) -> None:
     if not FHIR_ID.match(patient_id):
         raise UiError(
@@ -507,7 +505,7 @@ def build_router(services: UiServices) -> APIRouter:
     def patient_page(
         patient_id: str, caller: UiCaller = ui_caller(Permission.PATIENT_READ)
     ) -> HTMLResponse:
-        require_care_role(caller)
+        require_care_role(caller, "patient page")
         check_patient_id(patient_id)
         path = f"{UI_PREFIX}/patients/{patient_id}"
         record = read_record(services, caller, patient_id)
@@ -536,7 +534,7 @@ def build_router(services: UiServices) -> APIRouter:
     def card_feedback(
         patient_id: str, card_uuid: str, caller: UiCaller = ui_caller(Permission.PATIENT_WRITE)
     ) -> RedirectResponse:
-        require_care_role(caller)
+        require_care_role(caller, "patient page")
         check_patient_id(patient_id)
         _may_see(services, caller, patient_id)
         item = feedback_item(services, caller, patient_id, card_uuid)

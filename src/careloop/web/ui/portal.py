@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from careloop.access import rights
 from careloop.access.errors import AccessDenied
-from careloop.access.roles import CARE_ROLES, Permission
+from careloop.access.roles import Permission
 from careloop.audit.events import AuditAction
 from careloop.ingest import IngestProblem
 from careloop.portal import catalogue as words
@@ -50,7 +50,15 @@ from careloop.store.schema import cds_cards, cds_feedback
 from careloop.web.auth import Caller, permission_extra
 from careloop.web.fhir_routes import check_id
 from careloop.web.outcomes import FhirError
-from careloop.web.ui.framework import UI_PREFIX, UiCaller, UiError, redirect, render, ui_caller
+from careloop.web.ui.framework import (
+    UI_PREFIX,
+    UiCaller,
+    UiError,
+    redirect,
+    render,
+    require_care_role,
+    ui_caller,
+)
 from careloop.web.ui.services import UiServices
 
 ME = f"{UI_PREFIX}/me"
@@ -291,7 +299,7 @@ def build_router(services: UiServices) -> APIRouter:
     def inbox(
         replied: str = "", caller: UiCaller = ui_caller(Permission.PATIENT_READ)
     ) -> HTMLResponse:
-        require_care_role(caller)
+        require_care_role(caller, "message inbox")
         threads = inbox_threads(services, caller)
         return render(
             caller,
@@ -311,7 +319,7 @@ def build_router(services: UiServices) -> APIRouter:
     async def reply(
         communication_id: str, caller: UiCaller = ui_caller(Permission.PATIENT_WRITE)
     ) -> Response:
-        require_care_role(caller)
+        require_care_role(caller, "message inbox")
         try:
             check_id(communication_id)
         except FhirError:
@@ -355,11 +363,6 @@ def accepted_cards(services: UiServices, caller: UiCaller, patient_id: str) -> l
 
 
 # -- the inbox ------------------------------------------------------------------------------------
-
-
-def require_care_role(caller: UiCaller) -> None:
-    if caller.role not in CARE_ROLES:
-        raise UiError(403, "Not available", "The message inbox is for the care team.")
 
 
 def inbox_threads(services: UiServices, caller: UiCaller) -> list[dict]:

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from markupsafe import Markup
 
 from careloop.access.errors import AccessDenied
-from careloop.access.roles import CARE_ROLES, Permission, allows
+from careloop.access.roles import Permission, allows
 from careloop.web.auth import Caller, permission_extra
 from careloop.web.outcomes import FhirError
 from careloop.web.ui.framework import (
@@ -31,6 +31,7 @@ from careloop.web.ui.framework import (
     now_utc,
     redirect,
     render,
+    require_care_role,
     since_text,
     ui_caller,
 )
@@ -98,7 +99,7 @@ def build_router(services: UiServices) -> APIRouter:
     def worklist(
         done: str = "", caller: UiCaller = ui_caller(Permission.PATIENT_READ)
     ) -> HTMLResponse:
-        require_care_role(caller)
+        require_care_role(caller, "worklist")
         now = now_utc()
         try:
             result = load_worklist(access, caller.principal, caller.ctx, now)
@@ -129,7 +130,7 @@ def build_router(services: UiServices) -> APIRouter:
     def acknowledge(
         task_id: str, caller: UiCaller = ui_caller(Permission.PATIENT_WRITE)
     ) -> RedirectResponse:
-        require_care_role(caller)
+        require_care_role(caller, "worklist")
         task = alert_task_for(services, caller, task_id)
         now = now_utc()
         updated = acknowledged_task(task, caller, now)
@@ -143,7 +144,7 @@ def build_router(services: UiServices) -> APIRouter:
     def snooze(
         task_id: str, caller: UiCaller = ui_caller(Permission.PATIENT_WRITE)
     ) -> RedirectResponse:
-        require_care_role(caller)
+        require_care_role(caller, "worklist")
         hours = snooze_hours_of(caller.form.get("hours", ""))
         task = alert_task_for(services, caller, task_id)
         updated = snoozed_task(task, caller, now_utc(), hours)
@@ -151,11 +152,6 @@ def build_router(services: UiServices) -> APIRouter:
         return redirect(f"{WORKLIST}?done=snoozed#row-{quote(patient_of(task))}")
 
     return router
-
-
-def require_care_role(caller: UiCaller) -> None:
-    if caller.role not in CARE_ROLES:
-        raise UiError(403, "Not available", "The worklist is for the care team.")
 
 
 def snooze_hours_of(value: str) -> int:
